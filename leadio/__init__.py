@@ -1,0 +1,1 @@
+"""leadio: fast, trustworthy loading of LEAD CARLA driving data."""

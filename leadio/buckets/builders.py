@@ -1,0 +1,212 @@
+"""The shipped bucket collections and the machinery that builds, stores and refreshes them.
+
+- ``full_pretrain``: every frame of every route LEAD's filter keeps, minus 1 first / 1 last frame; one
+  bucket, rate 1 (LEAD's ``full_pretrain_buckets.gz``).
+- ``full_posttrain``: the same with 8 first / 8 last skipped, so every sample has 8 future waypoints
+  (``full_posttrain_buckets_8_8_8_5.gz``, named from waypoints/skip_first/skip_last/spacing as LEAD does).
+- ``by_property``: user-defined buckets grouping frames by catalog columns (scenario, town, weather,
+  scenario_type, binned curvature or speed, a flag...) with a rate per bucket; defined by a small JSON file
+  or dict, see `property_collection` and ``examples/collections/``.
+
+`load_or_build` is what scripts and the loader call: it reuses the file under ``<root>/buckets/`` when it
+matches the routes on disk, and rebuilds (logging what changed) when routes were added or removed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from leadio.buckets.collection import Bucket, BucketCollection
+from leadio.catalog import Catalog, build_catalog, load_catalog
+from leadio.format import discover_routes
+
+__all__ = [
+    "BUILDERS",
+    "bucket_file_name",
+    "build_collection",
+    "full_collection",
+    "load_or_build",
+    "property_collection",
+    "trainable_routes_on_disk",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _skip_mask(catalog: Catalog, skip_first: int, skip_last: int) -> np.ndarray:
+    frame = catalog["frame"]
+    return (frame >= skip_first) & (frame < catalog["route_num_frames"] - skip_last)
+
+
+def _members(catalog: Catalog, mask: np.ndarray) -> dict[str, np.ndarray]:
+    routes, frames = catalog["route"][mask], catalog["frame"][mask]
+    out: dict[str, list] = {}
+    for r, f in zip(routes, frames, strict=True):
+        out.setdefault(str(r), []).append(int(f))
+    return {r: np.array(f, np.int32) for r, f in out.items()}
+
+
+def _routes_and_totals(catalog: Catalog, mask: np.ndarray) -> tuple[dict[str, int], dict[str, int]]:
+    t = catalog.routes
+    routes = {str(p): int(n) for p, n, ok in zip(t["rel_path"], t["num_frames"], t["trainable"], strict=True) if ok}
+    totals = {"total_routes": int(len(t["rel_path"])), "trainable_routes": len(routes),
+              "all_frames": int(t["num_frames"].sum()), "trainable_frames": int(mask.sum())}
+    return routes, totals
+
+
+def full_collection(catalog: Catalog, *, name: str, skip_first: int, skip_last: int, **extra) -> BucketCollection:
+    """All frames of the kept routes in range(skip_first, n - skip_last): one bucket, rate 1."""
+    mask = _skip_mask(catalog, skip_first, skip_last)
+    routes, totals = _routes_and_totals(catalog, mask)
+    return BucketCollection(name=name, buckets=[Bucket("all", _members(catalog, mask), {0: 1.0})],
+                            builder="full", params={"name": name, "skip_first": skip_first,
+                                                    "skip_last": skip_last, **extra},
+                            routes=routes, totals=totals)
+
+
+def _column_values(catalog: Catalog, column: str, bins: Sequence[float] | None, absolute: bool) -> np.ndarray:
+    if column not in catalog.columns:
+        raise KeyError(f"catalog has no column {column!r}; columns: {sorted(catalog.columns)}")
+    values = catalog[column]
+    if bins is None:
+        if values.dtype.kind == "f":
+            raise ValueError(f"column {column!r} is numeric: give 'bins' (edges) to group it")
+        return np.array([str(v) for v in values], dtype=object)
+    edges = np.asarray(bins, dtype=np.float64)
+    v = np.abs(values.astype(np.float64)) if absolute else values.astype(np.float64)
+    idx = np.digitize(v, edges)  # 0: below the first edge, len(edges): at or above the last
+    labels = [f"<{edges[0]:g}"] + [f"{a:g}-{b:g}" for a, b in zip(edges[:-1], edges[1:], strict=True)] \
+        + [f">={edges[-1]:g}"]
+    return np.array([labels[i] for i in idx], dtype=object)
+
+
+def property_collection(catalog: Catalog, *, name: str, group_by: Sequence[Mapping | str],
+                        rates: Mapping[str, float | Mapping] | None = None, skip_first: int = 1,
+                        skip_last: int = 1, **extra) -> BucketCollection:
+    """Buckets grouping frames by catalog columns, with a rate per bucket.
+
+    Args:
+        catalog: the catalog to group.
+        name: the collection's name (file ``<name>_buckets.gz``).
+        group_by: columns to group by; each a name (``"scenario"``) or a dict ``{"column": "curvature",
+            "bins": [0.01, 0.03], "absolute": true}`` for numeric columns. A bucket is one combination of
+            values, named ``scenario=Accident/curvature=0.01-0.03``.
+        rates: bucket-name glob -> rate or ``{first_epoch: rate}``; the first matching pattern wins, a bucket
+            no pattern matches gets rate 1.
+        skip_first, skip_last: frames dropped at each route's ends (as for full_pretrain).
+    """
+    mask = _skip_mask(catalog, skip_first, skip_last)
+    keys = None
+    specs = []
+    for spec in group_by:
+        spec = {"column": spec} if isinstance(spec, str) else dict(spec)
+        specs.append(spec)
+        values = _column_values(catalog, spec["column"], spec.get("bins"), bool(spec.get("absolute", False)))
+        labelled = np.array([f"{spec['column']}={v}" for v in values], dtype=object)
+        keys = labelled if keys is None else np.array([f"{a}/{b}" for a, b in zip(keys, labelled, strict=True)],
+                                                     dtype=object)
+    if keys is None:
+        raise ValueError("group_by needs at least one column")
+    rates = dict(rates or {})
+    buckets = []
+    for key in sorted(set(keys[mask])):
+        rate = next((r for pattern, r in rates.items() if fnmatch.fnmatchcase(key, pattern)), 1.0)
+        buckets.append(Bucket(key, _members(catalog, mask & (keys == key)), rate))
+    routes, totals = _routes_and_totals(catalog, mask)
+    params = {"name": name, "group_by": specs, "rates": {k: v for k, v in rates.items()}, "skip_first": skip_first,
+              "skip_last": skip_last, **extra}
+    return BucketCollection(name=name, buckets=buckets, builder="property", params=params, routes=routes,
+                            totals=totals)
+
+
+#: builder name -> function(catalog, **params) -> BucketCollection
+BUILDERS: dict[str, Callable[..., BucketCollection]] = {"full": full_collection, "property": property_collection}
+
+#: The shipped collections: name -> (builder, params). LEAD's post-training name encodes
+#: num_way_points_prediction / skip_first / skip_last / waypoints_spacing.
+SHIPPED: dict[str, tuple[str, dict]] = {
+    "full_pretrain": ("full", {"name": "full_pretrain", "skip_first": 1, "skip_last": 1}),
+    "full_posttrain": ("full", {"name": "full_posttrain", "skip_first": 8, "skip_last": 8,
+                                "num_way_points_prediction": 8, "waypoints_spacing": 5}),
+}
+
+
+def bucket_file_name(params: Mapping) -> str:
+    """LEAD's file name for a collection."""
+    if params["name"] == "full_posttrain":
+        return (f"full_posttrain_buckets_{params['num_way_points_prediction']}_{params['skip_first']}_"
+                f"{params['skip_last']}_{params['waypoints_spacing']}.gz")
+    return f"{params['name']}_buckets.gz"
+
+
+def build_collection(catalog: Catalog, builder: str, params: Mapping) -> BucketCollection:
+    if builder not in BUILDERS:
+        raise ValueError(f"unknown bucket builder {builder!r}; known: {sorted(BUILDERS)}")
+    return BUILDERS[builder](catalog, **params)
+
+
+def trainable_routes_on_disk(root: str | Path) -> dict[str, int]:
+    """rel_path -> frame count of the routes LEAD's filter keeps, as found on disk now."""
+    return {r.rel_path: r.num_frames for r in discover_routes(root) if r.trainable}
+
+
+def _resolve(spec: str | Mapping | Path) -> tuple[str, dict]:
+    if isinstance(spec, Mapping):
+        spec = dict(spec)
+        return spec.pop("builder", "property"), spec
+    if str(spec).endswith(".json"):
+        with open(spec) as f:
+            data = json.load(f)
+        return data.pop("builder", "property"), data
+    if spec in SHIPPED:
+        builder, params = SHIPPED[str(spec)]
+        return builder, dict(params)
+    raise ValueError(f"unknown collection {spec!r}: expected one of {sorted(SHIPPED)}, a path to a JSON "
+                     f"collection spec, or a spec dict (see leadio.buckets.property_collection)")
+
+
+def load_or_build(root: str | Path, collection: str | Mapping | Path = "full_pretrain", *,
+                  force_rebuild: bool = False, workers: int = 1, progress: bool = False
+                  ) -> tuple[BucketCollection, Path]:
+    """The collection for ``root``: reused from ``<root>/buckets/`` when current, else (re)built and saved.
+
+    A stored collection is current when the trainable routes on disk (and their frame counts) equal those it
+    was built from; otherwise the log says what was added, removed or changed, the catalog is brought up to
+    date and the collection rebuilt.
+
+    Args:
+        root: dataset root.
+        collection: a shipped name (``full_pretrain``, ``full_posttrain``), a JSON spec path, or a spec dict.
+        force_rebuild: rebuild even when the stored file is current (LEAD's ``force_rebuild_bucket``).
+        workers, progress: passed to the catalog scan when one is needed.
+
+    Returns:
+        (collection, path of its bucket file).
+    """
+    root = Path(root)
+    builder, params = _resolve(collection)
+    path = root / "buckets" / bucket_file_name(params)
+    on_disk = trainable_routes_on_disk(root)
+    if path.exists() and not force_rebuild:
+        stored = BucketCollection.load(path)
+        changes = stored.changes_since_build(on_disk)
+        same_params = stored.builder == builder and stored.params == json.loads(json.dumps(params))
+        if not changes and same_params:
+            return stored, path
+        if changes:
+            log.warning("bucket file %s is stale, routes changed since it was built: %s; rebuilding",
+                        path, changes.describe())
+        else:
+            log.warning("bucket file %s was built with other parameters; rebuilding", path)
+    report = build_catalog(root, workers=workers, progress=progress)
+    if report.rewritten:
+        log.info(report.summary())
+    result = build_collection(load_catalog(root), builder, params)
+    result.save(path)
+    return result, path

@@ -1,0 +1,414 @@
+"""Catalog: one scan of the raw routes -> a Zarr v3 group with one row per frame.
+
+``python -m leadio.catalog --root R [--workers N]`` writes ``<root>/catalog.zarr``. Rows are the frames of
+the routes LEAD's filter keeps, in LEAD's order (scenario, route, frame); the ``routes/`` subgroup lists every
+route found, kept or not, with the reason it was dropped. Everything is plain Zarr v3 (1-D/N-D arrays plus
+group attributes), readable without leadio::
+
+    g = zarr.open_group("<root>/catalog.zarr", mode="r")
+    g["route"][:], g["frame"][:], g["speed"][:], g["waypoints"][:]   # (N,), (N,), (N,), (N, 8, 2)
+
+Only metas are read (the expensive modalities are the shard builder's business), and the scan is
+incremental: each route carries a fingerprint of its files (names, sizes, mtimes); a rescan re-reads only
+routes whose fingerprint changed and rewrites nothing when none did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xxhash
+import zarr
+from tqdm import tqdm
+
+from leadio._io import replace_dir, temp_sibling
+from leadio.format import FRAME_FOLDERS, FrameReadError, RouteError, RouteInfo, discover_routes, list_frames
+from leadio.format.frame import read_meta
+from leadio.targets import planning_targets
+
+__all__ = ["CATALOG_VERSION", "Catalog", "ScanReport", "build_catalog", "load_catalog", "main"]
+
+log = logging.getLogger(__name__)
+
+CATALOG_VERSION = 1
+CATALOG_NAME = "catalog.zarr"
+
+#: Boolean flags copied from every meta (LEAD_FORMAT.md §2 required keys).
+FLAG_KEYS = (
+    "is_intersection", "changed_route", "vehicle_hazard", "walker_hazard", "light_hazard", "stop_sign_hazard",
+    "stop_sign_close", "does_emergency_brake_for_pedestrians", "rear_danger_8", "rear_danger_16", "brake_cutin",
+    "emergency_brake_for_special_vehicle", "construction_obstacle_two_ways_stuck", "accident_two_ways_stuck",
+    "parked_obstacle_two_ways_stuck", "vehicle_opens_door_two_ways_stuck", "slower_bad_visibility",
+    "slower_clutterness", "slower_occluded_junction",
+)
+STRING_COLUMNS = ("route", "scenario", "town", "weather", "scenario_type")
+
+
+def route_fingerprint(route_dir: Path) -> str:
+    """Hash of the names, sizes and mtimes of a route's files: changes whenever a file is added or rewritten."""
+    h = xxhash.xxh3_64()
+    for folder in ("", *sorted(FRAME_FOLDERS)):
+        try:
+            entries = sorted(os.scandir(route_dir / folder), key=lambda e: e.name)
+        except FileNotFoundError:
+            h.update(f"{folder}:missing;".encode())
+            continue
+        for e in entries:
+            if e.is_file():
+                st = e.stat()
+                h.update(f"{folder}/{e.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()
+
+
+def check_frame_sets(route_dir: Path) -> int:
+    """Check that every per-frame folder holds the frames 0..n-1; return n.
+
+    Raises:
+        RouteError: a folder is missing, or holds a different frame set than ``bboxes/`` (names the frames).
+    """
+    frames = list_frames(route_dir, "bboxes")
+    expected = list(range(len(frames)))
+    if frames != expected:
+        gaps = sorted(set(expected) - set(frames))[:10]
+        raise RouteError(route_dir, f"bboxes/ holds frames {frames[:3]}...{frames[-3:]}, expected 0..{len(frames) - 1}"
+                                    f" without gaps (missing {gaps})")
+    for folder in FRAME_FOLDERS:
+        other = list_frames(route_dir, folder)
+        if other != frames:
+            if not (route_dir / folder).is_dir():
+                raise RouteError(route_dir, f"folder {folder}/ is missing")
+            missing = sorted(set(frames) - set(other))[:10]
+            extra = sorted(set(other) - set(frames))[:10]
+            raise RouteError(route_dir, f"{folder}/ does not match bboxes/: missing frames {missing}, extra {extra}")
+    return len(frames)
+
+
+def _route_curvature(route: np.ndarray) -> float:
+    """Signed mean curvature (1/m, + = turning right) of the first 20 m of the ego-frame route."""
+    pts = np.asarray(route, dtype=np.float64)[:21, :2]
+    if len(pts) < 3:
+        return 0.0
+    seg = np.diff(pts, axis=0)
+    length = float(np.linalg.norm(seg, axis=1).sum())
+    if length < 1e-6:
+        return 0.0
+    h0 = math.atan2(seg[0, 1], seg[0, 0])
+    h1 = math.atan2(seg[-1, 1], seg[-1, 0])
+    turn = (h1 - h0 + math.pi) % (2 * math.pi) - math.pi
+    return turn / length
+
+
+def _scenario_type(meta: dict) -> str:
+    return meta.get("current_active_scenario_type") or meta.get("previous_active_scenario_type") or "NA"
+
+
+def scan_route(root: Path, info: RouteInfo) -> dict[str, np.ndarray]:
+    """Read one route's metas into catalog columns (one entry per frame)."""
+    route_dir = info.path(root)
+    n = check_frame_sets(route_dir)
+    if n == 0:
+        raise RouteError(route_dir, "route has no frames (bboxes/ is empty)")
+    metas = [read_meta(route_dir, f) for f in range(n)]
+    pos = np.array([np.asarray(m["pos_global"], dtype=np.float64)[:2] for m in metas])
+    steps = np.linalg.norm(np.diff(pos, axis=0), axis=1) if n > 1 else np.zeros(0)
+    dist = np.concatenate([[0.0], np.cumsum(steps)])
+    cols: dict[str, list] = {k: [] for k in ("waypoints", "route_points", "target_point", "command",
+                                              "has_waypoints")}
+    for f, meta in enumerate(metas):
+        try:
+            t = planning_targets(meta, perturbated=False)
+            cols["waypoints"].append(t["waypoints"])
+            cols["route_points"].append(t["route"])
+            cols["target_point"].append(t["target_point"])
+            cols["command"].append(int(np.argmax(t["command"])))
+            cols["has_waypoints"].append(True)
+        except ValueError:  # too few future positions near the route end: no planning targets
+            cols["waypoints"].append(np.full((8, 2), np.nan, np.float32))
+            cols["route_points"].append(np.full((10, 2), np.nan, np.float32))
+            cols["target_point"].append(np.full(2, np.nan, np.float32))
+            cols["command"].append(-1)
+            cols["has_waypoints"].append(False)
+        except Exception as e:
+            raise FrameReadError(route_dir, f, route_dir / "metas" / f"{f:04d}.pkl",
+                                 f"cannot compute planning targets ({type(e).__name__}: {e})") from e
+    out = {
+        "route": np.array([info.rel_path] * n, dtype=object),
+        "frame": np.arange(n, dtype=np.int32),
+        "scenario": np.array([info.scenario] * n, dtype=object),
+        "town": np.array([str(m["town"]) for m in metas], dtype=object),
+        "weather": np.array([str(m["weather_setting"]) for m in metas], dtype=object),
+        "scenario_type": np.array([_scenario_type(m) for m in metas], dtype=object),
+        "route_num_frames": np.full(n, n, dtype=np.int32),
+        "route_length_m": np.full(n, dist[-1], dtype=np.float32),
+        "dist_from_start_m": dist.astype(np.float32),
+        "dist_to_end_m": (dist[-1] - dist).astype(np.float32),
+        "speed": np.array([float(m["speed"]) for m in metas], dtype=np.float32),
+        "target_speed": np.array([float(m["target_speed"]) for m in metas], dtype=np.float32),
+        "brake": np.array([bool(m["brake"]) for m in metas]),
+        "curvature": np.array([_route_curvature(m["route"]) for m in metas], dtype=np.float32),
+        "waypoints": np.stack(cols["waypoints"]).astype(np.float32),
+        "route_points": np.stack(cols["route_points"]).astype(np.float32),
+        "target_point": np.stack(cols["target_point"]).astype(np.float32),
+        "command": np.array(cols["command"], dtype=np.int8),
+        "has_waypoints": np.array(cols["has_waypoints"]),
+    }
+    for key in FLAG_KEYS:
+        out[key] = np.array([bool(m[key]) if key in m else False for m in metas])
+    return out
+
+
+def _scan_one(args: tuple[Path, RouteInfo]) -> tuple[RouteInfo, dict | None, Exception | None]:
+    root, info = args
+    try:
+        return info, scan_route(root, info), None
+    except (FrameReadError, RouteError) as e:
+        return info, None, e
+
+
+@dataclass
+class Catalog:
+    """The catalog in memory: column arrays (one entry per row) and the routes table.
+
+    Attributes:
+        columns: name -> array of N rows (strings as object arrays).
+        routes: name -> array per route found on disk (``rel_path``, ``scenario``, ``num_frames``,
+            ``trainable``, ``filter_reason``, ``fingerprint``, ``row_start``, ``row_stop``).
+        attrs: the group's attributes (version, dataset config, scan report).
+    """
+
+    columns: dict[str, np.ndarray]
+    routes: dict[str, np.ndarray]
+    attrs: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.columns["frame"])
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def route_rows(self) -> dict[str, tuple[int, int]]:
+        """rel_path -> (row_start, row_stop) for each catalogued route."""
+        return {str(p): (int(a), int(b)) for p, a, b in zip(self.routes["rel_path"], self.routes["row_start"],
+                                                             self.routes["row_stop"], strict=True) if b > a}
+
+
+@dataclass
+class ScanReport:
+    """What a catalog scan did."""
+
+    path: Path
+    routes_found: int
+    routes_trainable: int
+    routes_scanned: int
+    routes_reused: int
+    routes_skipped: dict[str, str]
+    rows: int
+    seconds: float
+    rewritten: bool
+
+    def summary(self) -> str:
+        rate = self.rows / self.seconds if self.seconds > 0 and self.routes_scanned else float("nan")
+        s = (f"catalog {self.path}: {self.rows} frames from {self.routes_trainable}/{self.routes_found} trainable "
+             f"routes ({self.routes_scanned} scanned, {self.routes_reused} unchanged) in {self.seconds:.1f}s")
+        if self.routes_scanned:
+            s += f" ({rate:.0f} frames/s)"
+        if not self.rewritten:
+            s += " - up to date, nothing rewritten"
+        if self.routes_skipped:
+            s += f"; SKIPPED {len(self.routes_skipped)} bad routes (on_error='skip'): " + "; ".join(
+                self.routes_skipped.values())
+        return s
+
+
+def _write_catalog(path: Path, catalog: Catalog) -> None:
+    tmp = temp_sibling(path)
+    try:
+        g = zarr.open_group(tmp, mode="w", zarr_format=3)
+        n = len(catalog)
+        chunk = max(1, min(n, 1 << 16))
+        for name, values in catalog.columns.items():
+            data = values.astype(str) if values.dtype == object else values
+            g.create_array(name, data=data, chunks=(chunk, *data.shape[1:]))
+        rg = g.create_group("routes")
+        for name, values in catalog.routes.items():
+            data = values.astype(str) if values.dtype == object else values
+            rg.create_array(name, data=data, chunks=(max(1, len(data)),))
+        g.attrs.update(catalog.attrs)
+        replace_dir(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_catalog(path: str | Path) -> Catalog:
+    """Load a catalog written by `build_catalog` (``path`` is the root or the ``catalog.zarr`` folder).
+
+    Raises:
+        FileNotFoundError: no catalog there (says how to build one).
+        ValueError: the catalog was written by another catalog version.
+    """
+    path = Path(path)
+    if path.name != CATALOG_NAME and not (path / "zarr.json").exists():
+        path = path / CATALOG_NAME
+    if not (path / "zarr.json").exists():
+        raise FileNotFoundError(f"no catalog at {path}; build it with `python -m leadio.catalog --root {path.parent}`")
+    g = zarr.open_group(path, mode="r")
+    attrs = dict(g.attrs)
+    if attrs.get("format") != "leadio-catalog" or attrs.get("version") != CATALOG_VERSION:
+        raise ValueError(f"catalog {path} has format {attrs.get('format')!r} version {attrs.get('version')!r}, "
+                         f"expected leadio-catalog version {CATALOG_VERSION}; rebuild it with "
+                         f"`python -m leadio.catalog --root {path.parent}`")
+
+    def read(group) -> dict[str, np.ndarray]:
+        out = {}
+        for name, arr in group.arrays():
+            data = arr[...]
+            out[name] = data.astype(object) if data.dtype.kind in "UOT" else np.asarray(data)
+        return out
+
+    return Catalog(columns=read(g), routes=read(g["routes"]), attrs=attrs)
+
+
+def build_catalog(root: str | Path, *, workers: int = 1, on_error: str = "raise", progress: bool = True,
+                  dataset_config: str | None = None) -> ScanReport:
+    """Scan ``<root>/data`` and write (or bring up to date) ``<root>/catalog.zarr``.
+
+    Args:
+        root: the dataset root.
+        workers: processes reading routes in parallel.
+        on_error: ``"raise"`` stops at the first bad route; ``"skip"`` leaves bad routes out, counts them and
+            names them in the report and in the catalog's ``skipped_routes`` attribute.
+        progress: show a progress bar.
+        dataset_config: explicit dataset config name (default: chosen from the root's path).
+
+    Raises:
+        RouteError, FrameReadError: a route is malformed (with ``on_error="raise"``).
+    """
+    from leadio.format import dataset_config_for_root
+
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    t0 = time.perf_counter()
+    root = Path(root)
+    config = dataset_config_for_root(root, dataset_config)
+    path = root / CATALOG_NAME
+    found = discover_routes(root)
+    trainable = [r for r in found if r.trainable]
+    fingerprints = {r.rel_path: route_fingerprint(r.path(root)) for r in trainable}
+
+    old: Catalog | None = None
+    if (path / "zarr.json").exists():
+        try:
+            old = load_catalog(path)
+        except ValueError as e:
+            log.warning("rebuilding catalog from scratch: %s", e)
+    old_fp: dict[str, str] = {}
+    old_rows: dict[str, tuple[int, int]] = {}
+    if old is not None:
+        old_fp = dict(zip(old.routes["rel_path"], old.routes["fingerprint"], strict=True))
+        old_rows = old.route_rows()
+        same_routes = [str(p) for p in old.routes["rel_path"]] == [r.rel_path for r in found]
+        same_reasons = [str(x) for x in old.routes["filter_reason"]] == [r.filter_reason or "" for r in found]
+        if same_routes and same_reasons and all(old_fp.get(k) == v for k, v in fingerprints.items()) \
+                and not old.attrs.get("skipped_routes"):
+            return ScanReport(path, len(found), len(trainable), 0, len(trainable), {}, len(old),
+                              time.perf_counter() - t0, rewritten=False)
+
+    todo = [r for r in trainable if not (old_fp.get(r.rel_path) == fingerprints[r.rel_path]
+                                         and r.rel_path in old_rows)]
+    scanned: dict[str, dict] = {}
+    skipped: dict[str, str] = {}
+    jobs = [(root, r) for r in todo]
+    bar = tqdm(total=len(jobs), desc="catalog", unit="route", disable=not progress or not jobs, leave=False)
+    frames_done = 0
+    pool = ProcessPoolExecutor(workers) if workers > 1 and len(jobs) > 1 else None
+    try:
+        results = pool.map(_scan_one, jobs, chunksize=1) if pool else map(_scan_one, jobs)
+        for info, cols, error in results:
+            if error is not None:
+                if on_error == "raise":
+                    raise error
+                skipped[info.rel_path] = str(error)
+            else:
+                scanned[info.rel_path] = cols
+                frames_done += len(cols["frame"])
+            bar.update(1)
+            bar.set_postfix(frames=frames_done, refresh=False)
+    finally:
+        bar.close()
+        if pool:
+            pool.shutdown(cancel_futures=True)
+
+    parts: list[dict[str, np.ndarray]] = []
+    route_cols: dict[str, list] = {k: [] for k in ("rel_path", "scenario", "num_frames", "trainable",
+                                                   "filter_reason", "fingerprint", "row_start", "row_stop")}
+    row = 0
+    for r in found:
+        cols = None
+        if r.rel_path in scanned:
+            cols = scanned[r.rel_path]
+        elif r.trainable and r.rel_path not in skipped and old is not None and r.rel_path in old_rows:
+            a, b = old_rows[r.rel_path]
+            cols = {k: v[a:b] for k, v in old.columns.items()}
+        n = 0 if cols is None else len(cols["frame"])
+        if cols is not None:
+            parts.append(cols)
+        route_cols["rel_path"].append(r.rel_path)
+        route_cols["scenario"].append(r.scenario)
+        route_cols["num_frames"].append(r.num_frames)
+        route_cols["trainable"].append(r.trainable and r.rel_path not in skipped)
+        route_cols["filter_reason"].append(r.filter_reason or ("unreadable (skipped)" if r.rel_path in skipped
+                                                               else ""))
+        route_cols["fingerprint"].append(fingerprints.get(r.rel_path, ""))
+        route_cols["row_start"].append(row)
+        route_cols["row_stop"].append(row + n)
+        row += n
+    if not parts:
+        raise ValueError(f"no trainable frames under {root / 'data'}: {len(found)} routes found, "
+                         f"{len(trainable)} pass LEAD's filter, {len(skipped)} skipped as unreadable")
+    columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    routes = {
+        "rel_path": np.array(route_cols["rel_path"], dtype=object),
+        "scenario": np.array(route_cols["scenario"], dtype=object),
+        "num_frames": np.array(route_cols["num_frames"], dtype=np.int32),
+        "trainable": np.array(route_cols["trainable"], dtype=bool),
+        "filter_reason": np.array(route_cols["filter_reason"], dtype=object),
+        "fingerprint": np.array(route_cols["fingerprint"], dtype=object),
+        "row_start": np.array(route_cols["row_start"], dtype=np.int64),
+        "row_stop": np.array(route_cols["row_stop"], dtype=np.int64),
+    }
+    attrs = {"format": "leadio-catalog", "version": CATALOG_VERSION, "dataset_config": config.name,
+             "num_rows": int(row), "skipped_routes": skipped}
+    _write_catalog(path, Catalog(columns, routes, attrs))
+    return ScanReport(path, len(found), len(trainable), len(todo), len(trainable) - len(todo), skipped, row,
+                      time.perf_counter() - t0, rewritten=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m leadio.catalog", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", required=True, help="dataset root holding data/<Scenario>/<Route>/")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
+    parser.add_argument("--skip-bad-routes", action="store_true",
+                        help="leave unreadable routes out (counted and reported) instead of stopping")
+    parser.add_argument("--dataset-config", default=None, help="sensor setup name (default: from the root path)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    report = build_catalog(args.root, workers=args.workers, on_error="skip" if args.skip_bad_routes else "raise",
+                           progress=not args.quiet, dataset_config=args.dataset_config)
+    print(report.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

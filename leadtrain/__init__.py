@@ -1,0 +1,1 @@
+"""leadtrain: a thin Accelerate trainer on top of leadio."""
