@@ -230,6 +230,16 @@ class ScanReport:
         return s
 
 
+def _put_array(group: zarr.Group, name: str, values: np.ndarray, chunks: tuple[int, ...]) -> None:
+    """Store one column; strings as Zarr v3's variable-length ``string`` type (readable by any v3 reader)."""
+    if values.dtype == object or values.dtype.kind == "U":
+        arr = group.create_array(name, shape=values.shape, dtype=str, chunks=chunks)
+        if len(values):
+            arr[...] = values.astype(str)
+    else:
+        group.create_array(name, data=values, chunks=chunks)
+
+
 def _write_catalog(path: Path, catalog: Catalog) -> None:
     tmp = temp_sibling(path)
     try:
@@ -237,12 +247,10 @@ def _write_catalog(path: Path, catalog: Catalog) -> None:
         n = len(catalog)
         chunk = max(1, min(n, 1 << 16))
         for name, values in catalog.columns.items():
-            data = values.astype(str) if values.dtype == object else values
-            g.create_array(name, data=data, chunks=(chunk, *data.shape[1:]))
+            _put_array(g, name, values, (chunk, *values.shape[1:]))
         rg = g.create_group("routes")
         for name, values in catalog.routes.items():
-            data = values.astype(str) if values.dtype == object else values
-            rg.create_array(name, data=data, chunks=(max(1, len(data)),))
+            _put_array(rg, name, values, (max(1, len(values)),))
         g.attrs.update(catalog.attrs)
         replace_dir(tmp, path)
     finally:
