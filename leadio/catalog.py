@@ -9,7 +9,7 @@ group attributes), readable without leadio::
     g["route"][:], g["frame"][:], g["speed"][:], g["waypoints"][:]   # (N,), (N,), (N,), (N, 8, 2)
 
 Only metas are read (the expensive modalities are the shard builder's business), and the scan is
-incremental: each route carries a fingerprint of its files (names, sizes, mtimes); a rescan re-reads only
+incremental: each route carries a fingerprint of its files (names and sizes); a rescan re-reads only
 routes whose fingerprint changed and rewrites nothing when none did.
 """
 
@@ -22,7 +22,6 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,11 +31,15 @@ import zarr
 from tqdm import tqdm
 
 from leadio._io import replace_dir, temp_sibling
+from leadio._pool import process_pool
 from leadio.format import FRAME_FOLDERS, FrameReadError, RouteError, RouteInfo, discover_routes, list_frames
 from leadio.format.frame import read_meta
 from leadio.targets import planning_targets
 
-__all__ = ["CATALOG_VERSION", "Catalog", "ScanReport", "build_catalog", "load_catalog", "main"]
+__all__ = [
+    "CATALOG_VERSION", "Catalog", "ScanReport", "build_catalog", "load_catalog", "main", "route_fingerprint",
+    "write_catalog",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,9 @@ STRING_COLUMNS = ("route", "scenario", "town", "weather", "scenario_type")
 
 
 def route_fingerprint(route_dir: Path) -> str:
-    """Hash of the names, sizes and mtimes of a route's files: changes whenever a file is added or rewritten."""
+    """Hash of the names and sizes of a route's files: changes when a file is added, removed or rewritten with
+    another size. Modification times are left out on purpose, so a root copied elsewhere keeps its
+    fingerprints (and its catalog and shard sets stay valid)."""
     h = xxhash.xxh3_64()
     for folder in ("", *sorted(FRAME_FOLDERS)):
         try:
@@ -66,7 +71,7 @@ def route_fingerprint(route_dir: Path) -> str:
         for e in entries:
             if e.is_file():
                 st = e.stat()
-                h.update(f"{folder}/{e.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+                h.update(f"{folder}/{e.name}:{st.st_size};".encode())
     return h.hexdigest()
 
 
@@ -240,7 +245,8 @@ def _put_array(group: zarr.Group, name: str, values: np.ndarray, chunks: tuple[i
         group.create_array(name, data=values, chunks=chunks)
 
 
-def _write_catalog(path: Path, catalog: Catalog) -> None:
+def write_catalog(path: Path, catalog: Catalog) -> None:
+    """Write ``catalog`` as a Zarr v3 group at ``path`` atomically (temp folder, then rename)."""
     tmp = temp_sibling(path)
     try:
         g = zarr.open_group(tmp, mode="w", zarr_format=3)
@@ -339,7 +345,7 @@ def build_catalog(root: str | Path, *, workers: int = 1, on_error: str = "raise"
     jobs = [(root, r) for r in todo]
     bar = tqdm(total=len(jobs), desc="catalog", unit="route", disable=not progress or not jobs, leave=False)
     frames_done = 0
-    pool = ProcessPoolExecutor(workers) if workers > 1 and len(jobs) > 1 else None
+    pool = process_pool(workers) if workers > 1 and len(jobs) > 1 else None
     try:
         results = pool.map(_scan_one, jobs, chunksize=1) if pool else map(_scan_one, jobs)
         for info, cols, error in results:
@@ -397,7 +403,7 @@ def build_catalog(root: str | Path, *, workers: int = 1, on_error: str = "raise"
     }
     attrs = {"format": "leadio-catalog", "version": CATALOG_VERSION, "dataset_config": config.name,
              "num_rows": int(row), "skipped_routes": skipped}
-    _write_catalog(path, Catalog(columns, routes, attrs))
+    write_catalog(path, Catalog(columns, routes, attrs))
     return ScanReport(path, len(found), len(trainable), len(todo), len(trainable) - len(todo), skipped, row,
                       time.perf_counter() - t0, rewritten=True)
 

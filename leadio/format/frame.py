@@ -13,7 +13,7 @@ key                value                                                        
 ``semantics``      uint8 (H, W) class ids                                       semantics[_p]
 ``depth``          uint8 (H/r, W/r) (uint16 for 16-bit depth files)             depth[_p]
 ``hdmap``          uint8 (256, 256) ChauffeurNet ids                            hdmap[_p]
-``lidar``          float32 (N, 3) x, y, z in the ego frame                      lidar (no twin)
+``lidar``          float64 (N, 3) x, y, z in the ego frame (as LEAD reads LAS)  lidar (no twin)
 ``lidar_time``     uint8 (N,) sweeps before the saved tick                      lidar
 ``radar``          dict radar1..radar4 -> float16 (N_i, 4) x, y, z, v          radar[_p]
 ``boxes``          list of dicts (LEAD_FORMAT §3)                               bboxes (no twin)
@@ -154,7 +154,11 @@ def read_hdmap(route_dir: str | Path, frame: int, config: DatasetConfig, view: s
 
 
 def read_lidar(route_dir: str | Path, frame: int) -> tuple[np.ndarray, np.ndarray]:
-    """The LiDAR sweep: float32 (N, 3) points in the ego frame and uint8 (N,) ``time`` (sweeps ago)."""
+    """The LiDAR sweep: float64 (N, 3) points in the ego frame and uint8 (N,) ``time`` (sweeps ago).
+
+    float64 as LEAD reads it: the scaled LAS integers are exact there, and a float32 copy could move a point
+    lying within one ulp of a BEV bin edge into the neighbouring bin.
+    """
     path = frame_file(route_dir, "lidar", frame)
     data = _read_bytes(Path(route_dir), frame, path)
     try:
@@ -164,7 +168,7 @@ def read_lidar(route_dir: str | Path, frame: int) -> tuple[np.ndarray, np.ndarra
     if "time" not in las.point_format.extra_dimension_names:
         raise FrameReadError(route_dir, frame, path,
                              "LAZ has no extra-bytes dimension 'time'; expected LEAD's uint8 sweep index")
-    points = np.stack([las.x, las.y, las.z], axis=1).astype(np.float32)
+    points = np.stack([las.x, las.y, las.z], axis=1).astype(np.float64)
     return points, np.asarray(las["time"], dtype=np.uint8)
 
 

@@ -1,0 +1,172 @@
+"""Open a shard set, refuse it when stale, and read single members of single samples by byte range.
+
+`open_shard_set` checks, before anything is read, that the set was built by the current preprocessing
+pipeline (same hash) and, when the dataset root is at hand, that the routes it was built from are unchanged
+on disk and that no route was added to or removed from the collection. A stale set raises
+`StaleShardSetError`, which says what changed and the command that rebuilds it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from leadio.buckets import trainable_routes_on_disk
+from leadio.catalog import Catalog, load_catalog, route_fingerprint
+from leadio.format import DATASET_CONFIGS, DatasetConfig
+from leadio.preprocess import Member, decode_member, member_layout, pipeline_hash
+
+__all__ = ["ShardSet", "ShardSetError", "StaleShardSetError", "open_shard_set"]
+
+
+class ShardSetError(ValueError):
+    """A shard set or one of its shards/samples is missing or damaged (names shard and sample key)."""
+
+
+class StaleShardSetError(ShardSetError):
+    """The shard set no longer matches the pipeline or the routes it was built from."""
+
+
+@dataclass
+class ShardSet:
+    """A built shard set: its manifest, its catalog and where its shards are.
+
+    Attributes:
+        path: the set's folder.
+        manifest: the parsed manifest.json.
+        catalog: the set's catalog (rows = samples, with ``shard``, ``member_offset``, ``member_size``).
+        config: the dataset config the set was built for.
+    """
+
+    path: Path
+    manifest: dict
+    catalog: Catalog
+    config: DatasetConfig
+    _files: dict[int, object] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.catalog)
+
+    @property
+    def members(self) -> list[str]:
+        """Member suffixes in storage order (``rgb_n.jpg``, ...)."""
+        return list(self.manifest["members"])
+
+    @property
+    def layout(self) -> dict[str, Member]:
+        return member_layout(self.config)
+
+    def shard_path(self, shard: int) -> Path:
+        return self.path / self.manifest["shards"][shard]["path"]
+
+    def describe(self, row: int) -> str:
+        """``shard <path>, sample <key>`` for error messages."""
+        return f"shard {self.shard_path(int(self.catalog['shard'][row]))}, sample {self.catalog['sample_key'][row]}"
+
+    def read_member_bytes(self, row: int, suffix: str) -> bytes:
+        """The stored bytes of one member of one sample, by a single positioned read."""
+        col = self.members.index(suffix)
+        shard = int(self.catalog["shard"][row])
+        offset = int(self.catalog["member_offset"][row, col])
+        size = int(self.catalog["member_size"][row, col])
+        path = self.shard_path(shard)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise ShardSetError(f"{self.describe(row)}: shard file is missing; rebuild with "
+                                f"`python -m leadio.shard --root <root> --collection "
+                                f"{self.manifest['collection']['name']}`") from None
+        try:
+            data = os.pread(fd, size, offset)
+        finally:
+            os.close(fd)
+        if len(data) != size:
+            raise ShardSetError(f"{self.describe(row)}: member {suffix} needs bytes {offset}..{offset + size} but "
+                                f"the shard ends earlier (truncated)")
+        return data
+
+    def read_sample(self, row: int, view: str = "normal", names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Decode the members ``names`` (default all) of one view of sample ``row`` (CPU reference decode)."""
+        from leadio.preprocess import member_name
+
+        out = {}
+        for name in names or list(self.layout):
+            member = self.layout[name]
+            data = self.read_member_bytes(row, member_name(member, view))
+            try:
+                out[name] = decode_member(member, data)
+            except Exception as e:
+                raise ShardSetError(f"{self.describe(row)}: member {member_name(member, view)} does not decode "
+                                    f"({type(e).__name__}: {e})") from e
+        return out
+
+
+def _rebuild_hint(manifest: dict, root: Path | None) -> str:
+    return (f"rebuild it with `python -m leadio.shard --root {root or '<root>'} --collection "
+            f"{manifest['collection']['name']}`")
+
+
+def open_shard_set(path: str | Path, *, root: str | Path | None = None, check_routes: bool = True) -> ShardSet:
+    """Open the shard set at ``path`` after checking that it is complete and current.
+
+    Args:
+        path: the set folder (``<root>/shards/<collection>-<hash>``).
+        root: the dataset root whose routes the set came from; default: two levels above ``path`` when
+            that holds a ``data/`` folder. Without a root only the pipeline hash is checked.
+        check_routes: compare route fingerprints with the disk (a few stat calls per route).
+
+    Raises:
+        ShardSetError: no manifest (the build did not finish) or an unreadable one.
+        StaleShardSetError: the pipeline or the routes changed since the build.
+    """
+    path = Path(path)
+    manifest_path = path / "manifest.json"
+    if not manifest_path.exists():
+        raise ShardSetError(f"{path} has no manifest.json: the build did not finish (or --part builds were not "
+                            f"merged); rerun `python -m leadio.shard` or `python -m leadio.shard --merge`")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ShardSetError(f"{manifest_path} is not valid JSON ({e})") from e
+    if manifest.get("format") != "leadio-shard-set":
+        raise ShardSetError(f"{manifest_path} is not a leadio shard-set manifest")
+    if root is None and (path.parent.parent / "data").is_dir():
+        root = path.parent.parent
+    root = Path(root) if root is not None else None
+    config = DATASET_CONFIGS.get(manifest["dataset_config"])
+    if config is None:
+        raise ShardSetError(f"{path} was built for dataset config {manifest['dataset_config']!r}, unknown here "
+                            f"(known: {sorted(DATASET_CONFIGS)})")
+    current = pipeline_hash(config)
+    built = manifest["pipeline"]
+    if built["hash"] != current:
+        from leadio.preprocess import PIPELINE_VERSION, pipeline_params
+
+        now = pipeline_params(config)
+        changed = sorted(k for k in now if json.dumps(now[k], sort_keys=True) !=
+                         json.dumps(built["params"].get(k), sort_keys=True))
+        raise StaleShardSetError(
+            f"shard set {path} is stale: built by preprocessing pipeline {built['hash']} (version "
+            f"{built['version']}), the current code is {current} (version {PIPELINE_VERSION}); changed: "
+            f"{', '.join(changed) or 'code'}; {_rebuild_hint(manifest, root)}")
+    if root is not None and check_routes:
+        problems = []
+        for route, fp in manifest["routes"].items():
+            if not (root / route).is_dir():
+                problems.append(f"route {route} was removed")
+            elif route_fingerprint(root / route) != fp:
+                problems.append(f"route {route} changed on disk")
+        recorded = manifest["collection"]["routes"]
+        on_disk = trainable_routes_on_disk(root)
+        added = sorted(set(on_disk) - set(recorded))
+        if added:
+            problems.append(f"{len(added)} route(s) added ({', '.join(added[:3])})")
+        if problems:
+            shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            raise StaleShardSetError(f"shard set {path} is stale: {shown}; {_rebuild_hint(manifest, root)}")
+    catalog = load_catalog(path / "catalog.zarr")
+    return ShardSet(path=path, manifest=manifest, catalog=catalog, config=config)

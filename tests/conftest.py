@@ -1,0 +1,26 @@
+"""Shared fixtures: a small synthetic LEAD root, generated once per test session (per xdist worker)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def synth_root_template(tmp_path_factory) -> Path:
+    """A read-only template root: 4 synthetic routes x 14 frames (seed 3). Copy it before modifying."""
+    from leadio.synth import generate_root
+
+    root = tmp_path_factory.mktemp("template") / "data" / "carla_leaderboard2"
+    generate_root(root, num_routes=4, frames_per_route=14, seed=3, workers=1, progress=False)
+    return root
+
+
+@pytest.fixture
+def synth_root(synth_root_template, tmp_path) -> Path:
+    """A private copy of the template root that a test may change."""
+    root = tmp_path / "data" / "carla_leaderboard2"
+    shutil.copytree(synth_root_template, root)
+    return root
