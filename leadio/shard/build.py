@@ -330,6 +330,7 @@ def merge_shard_set(root: str | Path, set_dir: str | Path, config: DatasetConfig
         "dataset_config": config.name,
         "collection": {"name": coll.name, "builder": coll.builder, "params": coll.params,
                        "routes": coll.routes},
+        "collection_buckets": coll.to_json(),
         "routes": fingerprints,
         "members": members,
         "samples_per_shard": assignment["samples_per_shard"],

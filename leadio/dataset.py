@@ -1,0 +1,359 @@
+"""What a training script uses: `open_dataset(...)` -> a resumable, DDP-exact iterable of batches.
+
+The parent process owns the epoch: a sampler running in the parent yields batch descriptors
+``(epoch, start, batch index)``, DataLoader workers turn each descriptor into a batch by computing the
+(pure, cached) epoch plan, reading the batch's members by byte range and decoding them. Because the epoch
+travels *with each request*, persistent workers see every new epoch (the reference loader replays one order)
+and a resumed loader simply starts the sampler at the right batch.
+
+Backends: ``cpu`` decodes everything in the workers (simplejpeg, lz4); ``dali`` has the workers read and
+inflate, and decodes JPEGs in the main process through a DALI pipeline (``mixed`` = nvJPEG on a GPU,
+``cpu`` operators otherwise). ``auto`` picks ``dali`` on a machine with a GPU and DALI, else ``cpu``; a forced
+backend that cannot run is an error, never a silent switch. Both yield the same dict (see
+`leadio.decode.fields`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from leadio.buckets import BucketCollection, load_or_build
+from leadio.decode.cpu import decode_batch
+from leadio.decode.dali import DaliDecoder, dali_available, gpu_available
+from leadio.decode.fields import DEFAULT_KEYS, members_for_keys
+from leadio.plan import EpochPlan, global_sequence, rank_plan
+from leadio.preprocess import Member, member_name
+from leadio.shard.shardset import ShardSet, ShardSetError, open_shard_set
+
+__all__ = ["LeadLoader", "LoaderStats", "SampleDataset", "collection_rows", "open_dataset", "world_from_env"]
+
+log = logging.getLogger(__name__)
+STATE_VERSION = 1
+
+
+def world_from_env() -> tuple[int, int]:
+    """(world_size, rank): torch.distributed when initialised, else WORLD_SIZE/RANK (torchrun, accelerate)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+
+
+def collection_rows(shard_set: ShardSet, collection: BucketCollection) -> list[np.ndarray]:
+    """Rows of ``shard_set`` holding each bucket's frames (any collection whose frames the set holds).
+
+    Raises:
+        ValueError: the collection names frames the set lacks (how many, from which routes, and the fix).
+    """
+    cat = shard_set.catalog
+    index = {(str(r), int(f)): i for i, (r, f) in enumerate(zip(cat["route"], cat["frame"], strict=True))}
+    out, missing = [], {}
+    for bucket in collection.buckets:
+        rows = []
+        for route, frames in bucket.members.items():
+            for f in frames.tolist():
+                i = index.get((route, f))
+                if i is None:
+                    missing[route] = missing.get(route, 0) + 1
+                else:
+                    rows.append(i)
+        out.append(np.array(sorted(rows), np.int64))
+    if missing:
+        routes = ", ".join(f"{r} ({n})" for r, n in sorted(missing.items())[:5])
+        raise ValueError(f"collection {collection.name!r} names {sum(missing.values())} frames that shard set "
+                         f"{shard_set.path.name} lacks, from {len(missing)} routes: {routes}"
+                         f"{' ...' if len(missing) > 5 else ''}; build a shard set that holds them (e.g. "
+                         f"`python -m leadio.shard --collection {collection.name}`)")
+    return out
+
+
+@dataclass
+class LoaderStats:
+    """Counters of a loader; ``skipped`` only grows when the user opted in with ``on_error='skip'``."""
+
+    batches: int = 0
+    samples: int = 0
+    skipped: int = 0
+    skipped_samples: list[str] = field(default_factory=list)
+
+
+class _PlanSource:
+    """Everything a worker needs to compute plans; pickled to workers once."""
+
+    def __init__(self, bucket_rows, shard_of_row, collection, seed, world_size, rank, perturbation_rate,
+                 uneven, window):
+        self.bucket_rows, self.shard_of_row, self.collection = bucket_rows, shard_of_row, collection
+        self.seed, self.world_size, self.rank = seed, world_size, rank
+        self.perturbation_rate, self.uneven, self.window = perturbation_rate, uneven, window
+
+    @lru_cache(maxsize=2)  # noqa: B019 - bounded, and the object lives as long as the loader
+    def plan(self, epoch: int, start: int, world_size: int, rank: int) -> EpochPlan:
+        rows, views = global_sequence(self.bucket_rows, self.collection.rates_at(epoch), self.shard_of_row,
+                                      epoch=epoch, seed=self.seed, perturbation_rate=self.perturbation_rate,
+                                      window=self.window)
+        return rank_plan(rows, views, epoch=epoch, world_size=world_size, rank=rank, start=start, uneven=self.uneven)
+
+
+class _BatchDataset(Dataset):
+    """Map-style dataset over batch descriptors (epoch, start, world, rank, batch index)."""
+
+    def __init__(self, shard_set: ShardSet, plans: _PlanSource, members: dict[str, Member], batch_size: int,
+                 backend: str, on_error: str):
+        self.ss, self.plans, self.members = shard_set, plans, members
+        self.batch_size, self.backend, self.on_error = batch_size, backend, on_error
+
+    def __len__(self) -> int:  # unused: the sampler drives
+        return 0
+
+    def read_raw(self, rows: np.ndarray, views: np.ndarray) -> tuple[dict, dict[int, str]]:
+        """Read the members of ``rows`` (per shard in offset order). Returns the raw batch and the batch
+        positions that could not be read (with the reason); with on_error='raise' the first one raises."""
+        raw: dict = {name: [b""] * len(rows) for name in self.members}
+        failures: dict[int, str] = {}
+        order = np.lexsort((self.ss.catalog["member_offset"][rows, 0], self.ss.catalog["shard"][rows]))
+        for i in order:
+            row, view = int(rows[i]), ("normal", "perturbated")[int(views[i])]
+            try:
+                for name, member in self.members.items():
+                    raw[name][i] = self.ss.read_member_bytes(row, member_name(member, view))
+            except (ShardSetError, OSError) as e:
+                failures[int(i)] = str(e).removeprefix(f"{self.ss.describe(row)}: ")
+                self._check(rows, failures)
+        raw["row"], raw["view"] = rows, views
+        return raw, failures
+
+    def _check(self, rows: np.ndarray, failures: dict[int, str]) -> None:
+        if failures and self.on_error != "skip":
+            i = min(failures)
+            raise ShardSetError(f"{self.ss.describe(int(rows[i]))}: {failures[i]}")
+
+    def _substitute(self, out: dict, rows: np.ndarray, failures: dict[int, str]) -> list[str]:
+        """Replace failed samples by the first good one of the batch (equal batch shapes on every rank)."""
+        good = [i for i in range(len(rows)) if i not in failures]
+        if not good:
+            raise ShardSetError(f"every sample of a batch is unreadable; first: "
+                                f"{self.ss.describe(int(rows[0]))}: {failures[min(failures)]}")
+        names = [f"{self.ss.catalog['sample_key'][int(rows[i])]}: {why}" for i, why in sorted(failures.items())]
+        for value in out.values():
+            for i in failures:
+                value[i] = value[good[0]]
+        return names
+
+    def __getitem__(self, desc: tuple[int, int, int, int, int]) -> dict:
+        epoch, start, world_size, rank, b = desc
+        plan = self.plans.plan(epoch, start, world_size, rank)
+        sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+        rows = plan.rows[sl]
+        raw, failures = self.read_raw(rows, plan.views[sl])
+        if self.backend == "cpu":
+            out, bad = decode_batch(raw, self.members)
+        else:  # dali: inflate here, JPEGs are decoded in the main process
+            out, bad = decode_batch(raw, {k: m for k, m in self.members.items() if m.encoding != "jpeg"})
+            if "rgb" in self.members:
+                out["_jpeg"] = raw["rgb"]
+        failures.update({i: why for i, why in bad.items() if i not in failures})
+        self._check(rows, failures)
+        out["_bad"] = self._substitute(out, rows, failures) if failures else []
+        return out
+
+
+class _BatchSampler(Sampler):
+    def __init__(self, loader: LeadLoader):
+        self.loader = loader
+
+    def __iter__(self):
+        ld = self.loader
+        for b in range(ld._first_batch, ld._num_batches()):
+            yield (ld.epoch, ld._start, ld.world_size, ld.rank, b)
+
+    def __len__(self) -> int:
+        return self.loader._num_batches() - self.loader._first_batch
+
+
+class LeadLoader:
+    """Iterable of batches (dicts of torch tensors) over a shard set, one epoch per iteration.
+
+    Use `open_dataset` to build one. ``set_epoch(e)`` selects the epoch; iterating yields this rank's
+    batches of that epoch from where the last `state_dict` (or the last partial iteration) left off.
+    """
+
+    def __init__(self, shard_set: ShardSet, collection: BucketCollection, *, keys: Sequence[str], batch_size: int,
+                 backend: str, world_size: int, rank: int, seed: int, num_workers: int,
+                 perturbation_rate: float, uneven: str, window: int, on_error: str, pin_memory: bool,
+                 persistent_workers: bool, device: str | None):
+        self.shard_set, self.collection = shard_set, collection
+        self.keys, self.batch_size, self.backend = list(keys), batch_size, backend
+        self.world_size, self.rank, self.seed = world_size, rank, seed
+        self.stats = LoaderStats()
+        self.epoch = 0
+        self._start = 0          # global samples consumed before this epoch's plan was cut (resume point)
+        self._first_batch = 0    # batches of that plan already yielded
+        self.members = members_for_keys(keys, shard_set.layout)
+        self.plans = _PlanSource(collection_rows(shard_set, collection), shard_set.catalog["shard"], collection,
+                                 seed, world_size, rank, perturbation_rate, uneven, window)
+        self._dataset = _BatchDataset(shard_set, self.plans, self.members, batch_size, backend, on_error)
+        self._dali = None
+        if backend == "dali":
+            self._dali = DaliDecoder(batch_size, device="mixed" if device == "cuda" else "cpu")
+        self._loader = DataLoader(self._dataset, batch_size=None, sampler=_BatchSampler(self),
+                                  num_workers=num_workers, pin_memory=pin_memory,
+                                  persistent_workers=persistent_workers and num_workers > 0,
+                                  prefetch_factor=2 if num_workers > 0 else None)
+
+    # ------------------------------------------------------------------------------------------ epochs
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch to iterate. A different epoch starts at its beginning; the current one continues
+        from its position (after `load_state_dict`, or after a finished epoch, which moves to the next)."""
+        if epoch != self.epoch:
+            self.epoch, self._start, self._first_batch = int(epoch), 0, 0
+
+    def plan(self, epoch: int | None = None) -> EpochPlan:
+        """This rank's plan for ``epoch`` (default: the current one, from its resume point)."""
+        if epoch is None or epoch == self.epoch:
+            return self.plans.plan(self.epoch, self._start, self.world_size, self.rank)
+        return self.plans.plan(epoch, 0, self.world_size, self.rank)
+
+    def _num_batches(self) -> int:
+        return len(self.plans.plan(self.epoch, self._start, self.world_size, self.rank)) // self.batch_size
+
+    def __len__(self) -> int:
+        """Batches left in the current epoch for this rank."""
+        return self._num_batches() - self._first_batch
+
+    def __iter__(self) -> Iterator[dict]:
+        for batch in self._loader:
+            bad = batch.pop("_bad")
+            if bad:
+                self.stats.skipped += len(bad)
+                self.stats.skipped_samples += bad
+                log.warning("skipped %d unreadable samples (on_error='skip'): %s", len(bad), "; ".join(bad[:3]))
+            if "_jpeg" in batch:
+                images = self._dali.decode_jpegs(batch.pop("_jpeg"))
+                batch["rgb"] = images if isinstance(images, torch.Tensor) else torch.from_numpy(images)
+            self._first_batch += 1
+            self.stats.batches += 1
+            self.stats.samples += self.batch_size
+            yield batch
+        if self._first_batch >= self._num_batches():  # epoch complete: the position moves to the next epoch
+            self.epoch, self._start, self._first_batch = self.epoch + 1, 0, 0
+
+    # ------------------------------------------------------------------------------------------ resume
+    def state_dict(self) -> dict:
+        """Serialisable position: the epoch and the global samples consumed (independent of world size)."""
+        return {"version": STATE_VERSION, "epoch": self.epoch, "seed": self.seed, "batch_size": self.batch_size,
+                "consumed": self._start + self._first_batch * self.batch_size * self.world_size,
+                "world_size": self.world_size, "collection": self.collection.name,
+                "shard_set": self.shard_set.path.name}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a `state_dict` (possibly saved with another world size: the rest is re-split).
+
+        Raises:
+            ValueError: the state belongs to another seed, collection or state version (names both values).
+        """
+        for key, mine in (("version", STATE_VERSION), ("seed", self.seed), ("collection", self.collection.name)):
+            if state.get(key) != mine:
+                raise ValueError(f"loader state has {key}={state.get(key)!r}, this loader has {mine!r}; "
+                                 f"resume with the same {key}")
+        self.epoch, self._start, self._first_batch = int(state["epoch"]), int(state["consumed"]), 0
+
+
+class SampleDataset(Dataset):
+    """Map-style random access to any sample of a shard set: ``ds[i]`` -> dict of tensors (one sample).
+
+    Args:
+        shard_set: an opened set.
+        keys: fields to decode.
+        view: ``"normal"`` or ``"perturbated"``.
+    """
+
+    def __init__(self, shard_set: ShardSet, keys: Sequence[str] = DEFAULT_KEYS, view: str = "normal"):
+        self.ss, self.view = shard_set, view
+        self.members = members_for_keys(keys, shard_set.layout)
+        self._reader = _BatchDataset(shard_set, None, self.members, 1, "cpu", "raise")
+
+    def __len__(self) -> int:
+        return len(self.ss)
+
+    def __getitem__(self, i: int) -> dict:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"sample {i} outside the shard set's {len(self)} samples")
+        i %= len(self)
+        rows = np.array([i])
+        raw, failures = self._reader.read_raw(rows, np.array([self.view == "perturbated"], np.uint8))
+        batch, bad = decode_batch(raw, self.members)
+        self._reader._check(rows, {**failures, **bad})
+        out = {k: torch.from_numpy(np.ascontiguousarray(v[0])) for k, v in batch.items()}
+        out["sample_key"] = str(self.ss.catalog["sample_key"][i])
+        return out
+
+
+def _choose_backend(backend: str) -> str:
+    if backend == "auto":
+        return "dali" if gpu_available() and dali_available()[0] else "cpu"
+    if backend == "dali":
+        ok, why = dali_available()
+        if not ok:
+            raise RuntimeError(f"backend 'dali' was requested but cannot run: {why}")
+    elif backend != "cpu":
+        raise ValueError(f"backend must be 'auto', 'cpu' or 'dali', got {backend!r}")
+    return backend
+
+
+def open_dataset(shard_set: str | Path | ShardSet, *, collection: str | BucketCollection | None = None,
+                 keys: Sequence[str] = DEFAULT_KEYS, batch_size: int = 32, backend: str = "auto",
+                 world_size: int | None = None, rank: int | None = None, seed: int = 0, num_workers: int = 0,
+                 perturbation_rate: float = 0.5, uneven: str = "drop", window: int = 256, on_error: str = "raise",
+                 pin_memory: bool = False, persistent_workers: bool = True, device: str | None = None,
+                 root: str | Path | None = None) -> LeadLoader:
+    """Open a shard set for training.
+
+    Args:
+        shard_set: the set folder (or an opened `ShardSet`).
+        collection: bucket collection to plan over (shipped name, JSON spec, or object); default: the one the
+            set was built for. Any collection whose frames the set holds works (posttrain over a pretrain set).
+        keys: fields to load (see `leadio.decode.fields`).
+        batch_size: samples per batch per rank.
+        backend: ``"auto"``, ``"cpu"`` or ``"dali"``.
+        world_size, rank: topology (default: from torch.distributed or WORLD_SIZE/RANK).
+        seed: plan seed.
+        num_workers: DataLoader worker processes.
+        perturbation_rate: probability of the perturbated view.
+        uneven: ``"drop"`` or ``"pad"`` for sample counts not divisible by the world size.
+        window: plan shuffle window.
+        on_error: ``"raise"`` (default) or ``"skip"``: unreadable samples are replaced by another sample of the
+            same batch, counted in ``loader.stats`` and logged.
+        pin_memory: pin batches for faster host-to-device copies.
+        persistent_workers: keep workers between epochs (safe: the epoch travels with each request).
+        device: ``"cuda"`` makes the dali backend decode on the GPU (``mixed``).
+        root: dataset root for the staleness check and for building the collection (default: inferred).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    ss = shard_set if isinstance(shard_set, ShardSet) else open_shard_set(shard_set, root=root)
+    if world_size is None or rank is None:
+        env_world, env_rank = world_from_env()
+        world_size = env_world if world_size is None else world_size
+        rank = env_rank if rank is None else rank
+    if collection is None:
+        coll = BucketCollection.from_json(ss.manifest["collection_buckets"], str(ss.path / "manifest.json"))
+    elif isinstance(collection, BucketCollection):
+        coll = collection
+    else:
+        base = Path(root) if root is not None else ss.path.parent.parent
+        coll, _ = load_or_build(base, collection)
+    return LeadLoader(ss, coll, keys=keys, batch_size=batch_size, backend=_choose_backend(backend),
+                      world_size=world_size, rank=rank, seed=seed, num_workers=num_workers,
+                      perturbation_rate=perturbation_rate, uneven=uneven, window=window, on_error=on_error,
+                      pin_memory=pin_memory, persistent_workers=persistent_workers, device=device)
+
