@@ -1,0 +1,93 @@
+"""LEAD's checkpoint layout in the logdir, written atomically, plus the mid-epoch resume state.
+
+After epoch e: ``model_{e:04d}.pth`` (state_dict without ``module.``), ``optimizer_``, ``scheduler_``,
+``scaler_`` (same pattern) and ``gradient_steps_skipped_{e:04d}.txt`` (cumulative steps the GradScaler
+skipped). For e > 0 the e-1 optimizer/scheduler/scaler/txt files are deleted, and ``model_{e-1}`` too unless
+e is in ``epoch_checkpoints_keep`` (LEAD checks e, not e-1: kept as LEAD does it).
+
+``resume/`` holds everything an exact continuation needs (model, optimizer, scheduler, scaler, RNG states,
+the loader position, counters); it is rewritten every ``resume_every_steps`` steps and at every epoch end,
+always by writing a temp folder and renaming it, so a kill -9 leaves the previous complete state.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from leadio._io import replace_dir, temp_sibling
+
+__all__ = ["EPOCH_FILES", "latest_epoch_checkpoint", "load_resume_state", "prune_epoch_files", "save_atomic",
+           "save_epoch_checkpoint", "save_resume_state"]
+
+EPOCH_FILES = ("model", "optimizer", "scheduler", "scaler")
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save to a temp name beside ``path``, then rename."""
+    tmp = temp_sibling(path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    from leadio._io import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode())
+
+
+def save_epoch_checkpoint(logdir: Path, epoch: int, states: dict[str, dict], skipped_steps: int) -> None:
+    """Write the epoch's files (``states``: model/optimizer/scheduler/scaler state dicts)."""
+    for name in EPOCH_FILES:
+        save_atomic(states[name], logdir / f"{name}_{epoch:04d}.pth")
+    _write_text_atomic(logdir / f"gradient_steps_skipped_{epoch:04d}.txt", f"{skipped_steps}\n")
+
+
+def prune_epoch_files(logdir: Path, epoch: int, keep: list[int]) -> None:
+    """Delete epoch-1's files as LEAD does after writing epoch's."""
+    if epoch <= 0:
+        return
+    prev = epoch - 1
+    for name in EPOCH_FILES[1:]:
+        (logdir / f"{name}_{prev:04d}.pth").unlink(missing_ok=True)
+    (logdir / f"gradient_steps_skipped_{prev:04d}.txt").unlink(missing_ok=True)
+    if epoch not in keep:
+        (logdir / f"model_{prev:04d}.pth").unlink(missing_ok=True)
+
+
+def latest_epoch_checkpoint(logdir: Path) -> tuple[int, Path] | None:
+    """(epoch, path) of the newest ``model_XXXX.pth`` whose sibling files are all present."""
+    found = []
+    for p in logdir.glob("model_*.pth"):
+        m = re.fullmatch(r"model_(\d+)\.pth", p.name)
+        if m and all((logdir / f"{n}_{m[1]}.pth").exists() for n in EPOCH_FILES):
+            found.append((int(m[1]), p))
+    return max(found) if found else None
+
+
+def save_resume_state(logdir: Path, state: dict[str, Any]) -> None:
+    """Replace ``logdir/resume`` with ``state`` (one torch file), atomically."""
+    final = logdir / "resume"
+    tmp = temp_sibling(final)
+    tmp.mkdir(parents=True)
+    try:
+        torch.save(state, tmp / "state.pth")
+        replace_dir(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_resume_state(logdir: Path) -> dict[str, Any] | None:
+    path = logdir / "resume" / "state.pth"
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,294 @@
+"""The Accelerate training loop: LEAD's two-phase schedule on top of leadio.
+
+``run(cfg)`` trains for ``cfg.epochs`` epochs: pre-training (perception losses) or, with
+``use_planning_decoder=true``, post-training (perception + planning). Each process reads its own exact share
+of every epoch from leadio (equal batch counts on every rank, so DDP never hangs); the loader is not wrapped
+by Accelerate. Checkpoints follow LEAD's layout (`leadtrain.checkpoint`); ``continue_failed_training=true``
+continues from ``<logdir>/resume`` (model, optimizer, scheduler, scaler, RNG and the data stream's position),
+so a killed run ends with the same weights as an uninterrupted one.
+
+Logged every ``log_scalars_frequency`` steps on rank 0 (TensorBoard, W&B when enabled): every loss, the
+learning rate, samples/s, the data stall (share of step time spent waiting for the next batch) and memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from leadio.dataset import open_dataset
+from leadio.format import dataset_config_for_root
+from leadio.shard import shard_set_dir
+from leadtrain.checkpoint import (
+    latest_epoch_checkpoint,
+    load_resume_state,
+    prune_epoch_files,
+    save_epoch_checkpoint,
+    save_resume_state,
+)
+from leadtrain.config import TrainingConfig, detect_mixed_precision
+from leadtrain.viz import render_sample, save_png
+
+__all__ = ["RunResult", "build_model", "run"]
+
+log = logging.getLogger(__name__)
+
+PERCEPTION_KEYS = ["rgb", "semantic", "depth", "lidar", "bev_semantic", "boxes", "targets"]
+
+
+def build_model(cfg: TrainingConfig) -> torch.nn.Module:
+    from leadtrain.model import ModelConfig, TransFuser
+
+    return TransFuser(ModelConfig.preset(cfg.model_size))
+
+
+def _compute_losses(model, batch: dict, planning: bool, weights: dict) -> tuple[torch.Tensor, dict, dict]:
+    from leadtrain.losses import perception_losses, planning_losses, total_loss
+
+    pred = model(batch, planning=planning)
+    losses = perception_losses(pred, batch)
+    if planning:
+        losses.update(planning_losses(pred, batch))
+    return total_loss(losses, weights), losses, pred
+
+
+@dataclass
+class RunResult:
+    logdir: Path
+    epochs_done: int
+    steps: int
+    seconds_per_epoch: list[float]
+    data_stall_pct: float
+    final_losses: dict[str, float]
+
+
+def _load_model_file(model: torch.nn.Module, path: Path, strict: bool) -> None:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    result = model.load_state_dict(state, strict=strict)
+    if not strict:
+        log.info("loaded %s non-strictly: %d missing keys (%s...), %d unexpected", path, len(result.missing_keys),
+                 ", ".join(result.missing_keys[:3]), len(result.unexpected_keys))
+
+
+class _Logger:
+    """TensorBoard (+ W&B) on the main process; a no-op elsewhere."""
+
+    def __init__(self, cfg: TrainingConfig, active: bool):
+        self.active, self.writer, self.wandb = active, None, None
+        if not active:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=cfg.logdir)
+        if cfg.log_wandb:
+            try:
+                import wandb
+            except ImportError as e:
+                raise RuntimeError("log_wandb=true needs wandb: pip install 'leadio[wandb]'") from e
+            self.wandb = wandb.init(project=cfg.wandb_project, dir=cfg.logdir, config=cfg.to_dict(),
+                                    mode=os.environ.get("WANDB_MODE", "offline"))
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        if not self.active:
+            return
+        for k, v in values.items():
+            self.writer.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log(values, step=step)
+
+    def image(self, tag: str, image, step: int) -> None:
+        if not self.active:
+            return
+        self.writer.add_image(tag, image, step, dataformats="HWC")
+        if self.wandb is not None:
+            import wandb
+
+            self.wandb.log({tag: wandb.Image(image)}, step=step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def run(cfg: TrainingConfig) -> RunResult:
+    """Train as ``cfg`` says; returns what was done (rank 0's view)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    precision = detect_mixed_precision(cfg.mixed_precision)
+    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+    main = accelerator.is_main_process
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {world} processes")
+    per_rank = cfg.batch_size // world
+    logdir = Path(cfg.logdir)
+    if main:
+        logdir.mkdir(parents=True, exist_ok=True)
+        cfg.save(logdir)
+    set_seed(cfg.seed)
+
+    root = Path(cfg.root)
+    set_dir = shard_set_dir(root, cfg.shard_collection, dataset_config_for_root(root))
+    if not (set_dir / "manifest.json").exists():
+        raise FileNotFoundError(f"no shard set at {set_dir}; build it first: python -m leadio.shard --root {root} "
+                                f"--collection {cfg.shard_collection}")
+    planning = cfg.use_planning_decoder
+    loader = open_dataset(set_dir, collection=cfg.collection, keys=PERCEPTION_KEYS, batch_size=per_rank,
+                          backend=cfg.backend, world_size=world, rank=rank, seed=cfg.seed,
+                          num_workers=cfg.num_workers, perturbation_rate=cfg.perturbation_rate,
+                          pin_memory=torch.cuda.is_available(),
+                          device="cuda" if torch.cuda.is_available() else None)
+
+    model = build_model(cfg)
+    start_epoch, resume = 0, None
+    if cfg.continue_failed_training:
+        resume = load_resume_state(logdir)
+        if resume is None:
+            latest = latest_epoch_checkpoint(logdir)
+            if latest is None:
+                log.warning("continue_failed_training=true but %s holds no checkpoint: starting from scratch", logdir)
+            else:
+                start_epoch = latest[0] + 1
+                _load_model_file(model, latest[1], strict=True)
+    elif cfg.load_file:
+        _load_model_file(model, Path(cfg.load_file), strict=False)  # post-training: planner is new
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=True,
+                                  fused=torch.cuda.is_available() or None)
+
+    def steps_in(epoch: int) -> int:
+        full = len(loader.plans.plan(epoch, 0, world, rank)) // per_rank
+        return min(full, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else full
+
+    steps_per_epoch = max(1, steps_in(0))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=steps_per_epoch, T_mult=2)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    skipped = 0
+    step_in_epoch = 0
+    if resume is not None:
+        accelerator.unwrap_model(model).load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        if accelerator.scaler is not None and resume.get("scaler"):
+            accelerator.scaler.load_state_dict(resume["scaler"])
+        torch.set_rng_state(resume["rng_cpu"])
+        if torch.cuda.is_available() and resume.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(resume["rng_cuda"])
+        loader.load_state_dict(resume["loader"])
+        start_epoch, step_in_epoch, skipped = resume["epoch"], resume["step_in_epoch"], resume["skipped"]
+        log.info("continuing from %s: epoch %d, step %d", logdir / "resume", start_epoch, step_in_epoch)
+    elif cfg.continue_failed_training and start_epoch > 0:
+        e = start_epoch - 1
+        optimizer.load_state_dict(torch.load(logdir / f"optimizer_{e:04d}.pth", weights_only=True))
+        scheduler.load_state_dict(torch.load(logdir / f"scheduler_{e:04d}.pth", weights_only=True))
+        scaler_state = torch.load(logdir / f"scaler_{e:04d}.pth", weights_only=True)
+        if accelerator.scaler is not None and scaler_state:
+            accelerator.scaler.load_state_dict(scaler_state)
+        skipped = int((logdir / f"gradient_steps_skipped_{e:04d}.txt").read_text())
+
+    logger = _Logger(cfg, main)
+    viz_dir = Path(cfg.viz_dir)
+    phase = "posttrain" if planning else "pretrain"
+    weights = dict(cfg.loss_weights)
+    epoch_times, stall_total, step_total = [], 0.0, 0.0
+    global_step = start_epoch * steps_per_epoch + step_in_epoch
+    last_losses: dict[str, float] = {}
+
+    def states() -> dict:
+        return {"model": accelerator.unwrap_model(model).state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else {}}
+
+    def save_resume(epoch: int, step: int) -> None:
+        if main:
+            save_resume_state(logdir, {**states(), "epoch": epoch, "step_in_epoch": step, "skipped": skipped,
+                                       "loader": loader.state_dict(), "rng_cpu": torch.get_rng_state(),
+                                       "rng_cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None})
+        accelerator.wait_for_everyone()
+
+    for epoch in range(start_epoch, cfg.epochs):
+        loader.set_epoch(epoch)
+        steps = steps_in(epoch)
+        model.train()
+        t_epoch = time.perf_counter()
+        bar = tqdm(total=steps, initial=step_in_epoch, desc=f"{phase} epoch {epoch}", disable=not main,
+                   dynamic_ncols=True, leave=False)
+        window_stall = window_time = 0.0
+        window_samples = 0
+        it = iter(loader)
+        viz_done = False
+        while step_in_epoch < steps:
+            t0 = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            t_data = time.perf_counter()
+            batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+            with accelerator.autocast():
+                loss, losses, pred = _compute_losses(model, batch, planning, weights)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {step_in_epoch}: "
+                                         f"{ {k: float(v) for k, v in losses.items()} }")
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            optimizer.step()
+            if accelerator.optimizer_step_was_skipped:
+                skipped += 1
+            scheduler.step(epoch * steps_per_epoch + step_in_epoch)
+            step_in_epoch += 1
+            global_step += 1
+            t_end = time.perf_counter()
+            window_stall += t_data - t0
+            window_time += t_end - t0
+            window_samples += per_rank * world
+            stall_total += t_data - t0
+            step_total += t_end - t0
+            last_losses = {k: float(v) for k, v in losses.items()} | {"total": float(loss)}
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
+            if main and global_step % cfg.log_scalars_frequency == 0:
+                values = {f"loss/{k}": v for k, v in last_losses.items()}
+                values["lr"] = scheduler.get_last_lr()[0]
+                values["throughput/samples_per_s"] = window_samples / max(window_time, 1e-9)
+                values["throughput/data_stall_pct"] = 100.0 * window_stall / max(window_time, 1e-9)
+                if torch.cuda.is_available():
+                    values["memory/gpu_allocated_gb"] = torch.cuda.max_memory_allocated() / 1e9
+                import resource
+
+                values["memory/host_max_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+                logger.scalars(values, global_step)
+                window_stall = window_time = 0.0
+                window_samples = 0
+            if main and cfg.visualize_training and (global_step % cfg.log_images_frequency == 0 or not viz_done):
+                image = render_sample(batch, pred)
+                save_png(image, viz_dir / f"{phase}_e{epoch:04d}_s{global_step:07d}.png")
+                logger.image(f"{phase}/sample", image, global_step)
+                viz_done = True
+            if cfg.resume_every_steps and step_in_epoch % cfg.resume_every_steps == 0 and step_in_epoch < steps:
+                save_resume(epoch, step_in_epoch)
+        bar.close()
+        if main:
+            save_epoch_checkpoint(logdir, epoch, states(), skipped)
+            prune_epoch_files(logdir, epoch, list(cfg.epoch_checkpoints_keep))
+        epoch_times.append(time.perf_counter() - t_epoch)
+        step_in_epoch = 0
+        loader.set_epoch(epoch + 1)
+        save_resume(epoch + 1, 0)
+        if main:
+            log.info("%s epoch %d: %.1fs, loss %.4f, data stall %.1f%%", phase, epoch, epoch_times[-1],
+                     last_losses.get("total", math.nan), 100 * stall_total / max(step_total, 1e-9))
+    logger.close()
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return RunResult(logdir, cfg.epochs - start_epoch, global_step, epoch_times,
+                     100 * stall_total / max(step_total, 1e-9), last_losses)
