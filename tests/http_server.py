@@ -1,0 +1,64 @@
+"""A loopback HTTP server with Range support for tests (stdlib only; bounded, shut down on exit)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["RangeHandler", "serve_directory"]
+
+
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files with Range support; ``server.mode`` = "range", "ignore_range" (always 200) or "bad_206"."""
+
+    def do_GET(self) -> None:
+        self.server.requests.append(self.path)
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        m = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
+        if m is None or self.server.mode == "ignore_range":
+            code, body, headers = 200, data, {}
+        elif int(m[1]) >= len(data):
+            code, body, headers = 416, b"", {"Content-Range": f"bytes */{len(data)}"}
+        else:
+            a, b = int(m[1]), min(int(m[2]), len(data) - 1)  # clamped at the end of the file, as RFC 9110 says
+            body = data[a:b + 1]
+            if self.server.mode == "bad_206":
+                body = body[:-1]
+            code, headers = 206, {"Content-Range": f"bytes {a}-{b}/{len(data)}"}
+        self.send_response(code)
+        for k, v in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+
+@contextlib.contextmanager
+def serve_directory(root: Path, monkeypatch=None) -> Iterator[tuple[str, http.server.ThreadingHTTPServer]]:
+    """Serve ``root`` on 127.0.0.1 (a free port); yields (base URL, server). Proxies are bypassed."""
+    if monkeypatch is not None:
+        for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(RangeHandler, directory=root))
+    server.mode, server.requests = "range", []
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
