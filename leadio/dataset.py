@@ -313,7 +313,8 @@ def open_dataset(shard_set: str | Path | ShardSet, *, collection: str | BucketCo
                  world_size: int | None = None, rank: int | None = None, seed: int = 0, num_workers: int = 0,
                  perturbation_rate: float = 0.5, uneven: str = "drop", window: int = 256, on_error: str = "raise",
                  pin_memory: bool = False, persistent_workers: bool = True, device: str | None = None,
-                 root: str | Path | None = None) -> LeadLoader:
+                 root: str | Path | None = None, cache_dir: str | Path | None = None,
+                 cache_bytes: int = 64 * 1024**3) -> LeadLoader:
     """Open a shard set for training.
 
     Args:
@@ -335,12 +336,15 @@ def open_dataset(shard_set: str | Path | ShardSet, *, collection: str | BucketCo
         persistent_workers: keep workers between epochs (safe: the epoch travels with each request).
         device: ``"cuda"`` makes the dali backend decode on the GPU (``mixed``).
         root: dataset root for the staleness check and for building the collection (default: inferred).
+        cache_dir, cache_bytes: session cache for a remote shard set (http(s) or fsspec URL): shards are copied
+            there on first use, LRU-bounded to ``cache_bytes``; safe to share between workers, ranks and jobs.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    ss = shard_set if isinstance(shard_set, ShardSet) else open_shard_set(shard_set, root=root)
+    ss = shard_set if isinstance(shard_set, ShardSet) else open_shard_set(shard_set, root=root, cache_dir=cache_dir,
+                                                                          cache_bytes=cache_bytes)
     if world_size is None or rank is None:
         env_world, env_rank = world_from_env()
         world_size = env_world if world_size is None else world_size
@@ -350,8 +354,10 @@ def open_dataset(shard_set: str | Path | ShardSet, *, collection: str | BucketCo
     elif isinstance(collection, BucketCollection):
         coll = collection
     else:
-        base = Path(root) if root is not None else ss.path.parent.parent
-        coll, _ = load_or_build(base, collection)
+        if root is None and ss.base is not None:
+            raise ValueError(f"collection={collection!r} is built from a dataset root, but the shard set is remote "
+                             f"({ss.base}); pass root=<dataset root> or a BucketCollection")
+        coll, _ = load_or_build(Path(root) if root is not None else ss.path.parent.parent, collection)
     return LeadLoader(ss, coll, keys=keys, batch_size=batch_size, backend=_choose_backend(backend),
                       world_size=world_size, rank=rank, seed=seed, num_workers=num_workers,
                       perturbation_rate=perturbation_rate, uneven=uneven, window=window, on_error=on_error,

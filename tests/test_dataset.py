@@ -195,3 +195,55 @@ def test_stale_set_and_forced_backend_errors(shard_dir, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
             open_dataset(shard_dir, backend="dali", device="cuda")
+
+
+REMOTE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from leadio.dataset import open_dataset
+    ld = open_dataset(sys.argv[1], batch_size=2, backend="cpu", keys=["lidar", "targets"], seed=1,
+                      cache_dir=sys.argv[2], cache_bytes=int(sys.argv[3]))
+    out = [[int(r), int(l.sum())] for b in ld for r, l in zip(b["row"], b["lidar"])]
+    print(json.dumps({"rows": out, "misses": ld.shard_set.cache.stats.misses}))
+""")
+
+
+def test_http_shard_set_through_a_shared_bounded_session_cache(shard_dir, tmp_path, monkeypatch):
+    from http_server import serve_directory
+
+    local = [[int(r), int(x.sum())] for b in open_dataset(shard_dir, batch_size=2, backend="cpu",
+                                                          keys=["lidar", "targets"], seed=1)
+             for r, x in zip(b["row"], b["lidar"], strict=True)]
+    sizes = sorted(s["bytes"] for s in json.loads((shard_dir / "manifest.json").read_text())["shards"])
+    meta = sum(p.stat().st_size for p in (shard_dir / "catalog.zarr").rglob("*") if p.is_file())
+    meta += (shard_dir / "manifest.json").stat().st_size
+    bound = meta + 3 * sizes[-1]  # the catalog plus about 3 of the shards
+    assert bound < meta + sum(sizes)  # eviction is needed
+    cache_dir = tmp_path / "cache"
+    script = tmp_path / "remote.py"
+    script.write_text(REMOTE_SCRIPT)
+    with serve_directory(shard_dir.parent, monkeypatch) as (url, server):
+        procs = [subprocess.Popen([sys.executable, str(script), f"{url}/{shard_dir.name}", str(cache_dir),
+                                   str(bound)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        peak = 0
+        while any(p.poll() is None for p in procs):
+            if (cache_dir / "data").exists():
+                total = 0
+                for f in (cache_dir).rglob("*"):
+                    try:
+                        total += f.stat().st_size if f.is_file() and not f.name.endswith(".lock") else 0
+                    except FileNotFoundError:
+                        pass
+                peak = max(peak, total)
+            time.sleep(0.01)
+        outs = [p.communicate() for p in procs]
+        assert all(p.returncode == 0 for p in procs), outs
+        shard_requests = [r for r in server.requests if r.endswith(".tar")]
+    results = [json.loads(out) for out, _ in outs]
+    for res in results:
+        assert res["rows"] == local  # same samples, same content, over HTTP
+    assert peak <= bound
+    from leadio.read import SessionCache
+
+    assert SessionCache(cache_dir, bound).disk_bytes() <= bound
+    assert len(shard_requests) >= len(sizes)  # every shard came over HTTP at least once

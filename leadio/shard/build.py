@@ -342,6 +342,9 @@ def merge_shard_set(root: str | Path, set_dir: str | Path, config: DatasetConfig
         "shards": [{"path": s["path"], "index": s["path"].removesuffix(".tar") + ".idx", "bucket": s["bucket"],
                     "samples": s["samples"], "bytes": s["bytes"], "xxh3_128": s["xxh3_128"]} for s in sidecars],
     }
+    catalog_dir = set_dir / "catalog.zarr"
+    manifest["catalog_files"] = sorted(p.relative_to(catalog_dir).as_posix() for p in catalog_dir.rglob("*")
+                                       if p.is_file())  # lets a remote reader fetch the catalog without listing
     atomic_write_bytes(set_dir / "manifest.json", json.dumps(manifest, indent=1).encode())
     return set_dir / "manifest.json"
 

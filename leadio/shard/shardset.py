@@ -19,6 +19,7 @@ from leadio.buckets import trainable_routes_on_disk
 from leadio.catalog import Catalog, load_catalog, route_fingerprint
 from leadio.format import DATASET_CONFIGS, DatasetConfig
 from leadio.preprocess import Member, decode_member, member_layout, pipeline_hash
+from leadio.read import ReadError, SessionCache, resolve
 
 __all__ = ["ShardSet", "ShardSetError", "StaleShardSetError", "open_shard_set"]
 
@@ -46,7 +47,8 @@ class ShardSet:
     manifest: dict
     catalog: Catalog
     config: DatasetConfig
-    _files: dict[int, object] = field(default_factory=dict, repr=False)
+    base: str | None = None                 # remote location of the set (http(s)/fsspec URL), if any
+    cache: SessionCache | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.catalog)
@@ -61,11 +63,17 @@ class ShardSet:
         return member_layout(self.config)
 
     def shard_path(self, shard: int) -> Path:
+        """Local path of a shard (of a local set)."""
         return self.path / self.manifest["shards"][shard]["path"]
 
+    def shard_location(self, shard: int) -> str:
+        """Where a shard is read from: its local path, or its URL for a remote set."""
+        rel = self.manifest["shards"][shard]["path"]
+        return resolve(self.base, rel) if self.base is not None else str(self.path / rel)
+
     def describe(self, row: int) -> str:
-        """``shard <path>, sample <key>`` for error messages."""
-        return f"shard {self.shard_path(int(self.catalog['shard'][row]))}, sample {self.catalog['sample_key'][row]}"
+        """``shard <location>, sample <key>`` for error messages."""
+        return f"shard {self.shard_location(int(self.catalog['shard'][row]))}, sample {self.catalog['sample_key'][row]}"
 
     def read_member_bytes(self, row: int, suffix: str) -> bytes:
         """The stored bytes of one member of one sample, by a single positioned read."""
@@ -73,6 +81,13 @@ class ShardSet:
         shard = int(self.catalog["shard"][row])
         offset = int(self.catalog["member_offset"][row, col])
         size = int(self.catalog["member_size"][row, col])
+        if self.cache is not None:  # remote set: whole shards are staged through the session cache
+            entry = self.manifest["shards"][shard]
+            try:
+                return self.cache.read_ranges(self.shard_location(shard), entry["bytes"], [(offset, size)],
+                                              key=f"{self.path.name}/{entry['path']}")[0]
+            except (ReadError, FileNotFoundError, ValueError) as e:
+                raise ShardSetError(f"{self.describe(row)}: member {suffix} cannot be read ({e})") from e
         path = self.shard_path(shard)
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -110,33 +125,8 @@ def _rebuild_hint(manifest: dict, root: Path | None) -> str:
             f"{manifest['collection']['name']}`")
 
 
-def open_shard_set(path: str | Path, *, root: str | Path | None = None, check_routes: bool = True) -> ShardSet:
-    """Open the shard set at ``path`` after checking that it is complete and current.
-
-    Args:
-        path: the set folder (``<root>/shards/<collection>-<hash>``).
-        root: the dataset root whose routes the set came from; default: two levels above ``path`` when
-            that holds a ``data/`` folder. Without a root only the pipeline hash is checked.
-        check_routes: compare route fingerprints with the disk (a few stat calls per route).
-
-    Raises:
-        ShardSetError: no manifest (the build did not finish) or an unreadable one.
-        StaleShardSetError: the pipeline or the routes changed since the build.
-    """
-    path = Path(path)
-    manifest_path = path / "manifest.json"
-    if not manifest_path.exists():
-        raise ShardSetError(f"{path} has no manifest.json: the build did not finish (or --part builds were not "
-                            f"merged); rerun `python -m leadio.shard` or `python -m leadio.shard --merge`")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ShardSetError(f"{manifest_path} is not valid JSON ({e})") from e
-    if manifest.get("format") != "leadio-shard-set":
-        raise ShardSetError(f"{manifest_path} is not a leadio shard-set manifest")
-    if root is None and (path.parent.parent / "data").is_dir():
-        root = path.parent.parent
-    root = Path(root) if root is not None else None
+def _check_pipeline(path: Path, manifest: dict, root: Path | None) -> DatasetConfig:
+    """The set's dataset config, after checking the set was built by the current preprocessing pipeline."""
     config = DATASET_CONFIGS.get(manifest["dataset_config"])
     if config is None:
         raise ShardSetError(f"{path} was built for dataset config {manifest['dataset_config']!r}, unknown here "
@@ -153,6 +143,67 @@ def open_shard_set(path: str | Path, *, root: str | Path | None = None, check_ro
             f"shard set {path} is stale: built by preprocessing pipeline {built['hash']} (version "
             f"{built['version']}), the current code is {current} (version {PIPELINE_VERSION}); changed: "
             f"{', '.join(changed) or 'code'}; {_rebuild_hint(manifest, root)}")
+    return config
+
+
+def _is_remote(location: str | Path) -> bool:
+    text = str(location)
+    return "://" in text and not text.startswith("file://")
+
+
+def _open_remote(url: str, cache_dir: str | Path | None, cache_bytes: int) -> tuple[Path, dict, SessionCache]:
+    """Stage a remote set's manifest and catalog into the session cache; returns (local meta folder, manifest)."""
+    import tempfile
+
+    url = url.rstrip("/")
+    name = url.rsplit("/", 1)[-1]
+    cache = SessionCache(cache_dir or Path(tempfile.gettempdir()) / "leadio-session-cache", cache_bytes)
+    try:
+        manifest_path = cache.fetch_small(resolve(url, "manifest.json"), key=f"{name}/manifest.json")
+        manifest = json.loads(manifest_path.read_text())
+        for rel in manifest.get("catalog_files", []):
+            cache.fetch_small(resolve(url, f"catalog.zarr/{rel}"), key=f"{name}/catalog.zarr/{rel}")
+    except (ReadError, FileNotFoundError, json.JSONDecodeError) as e:
+        raise ShardSetError(f"cannot open remote shard set {url}: {e}") from e
+    return manifest_path.parent, manifest, cache
+
+
+def open_shard_set(path: str | Path, *, root: str | Path | None = None, check_routes: bool = True,
+                   cache_dir: str | Path | None = None, cache_bytes: int = 64 * 1024**3) -> ShardSet:
+    """Open the shard set at ``path`` after checking that it is complete and current.
+
+    Args:
+        path: the set folder (``<root>/shards/<collection>-<hash>``).
+        root: the dataset root whose routes the set came from; default: two levels above ``path`` when
+            that holds a ``data/`` folder. Without a root only the pipeline hash is checked.
+        check_routes: compare route fingerprints with the disk (a few stat calls per route).
+        cache_dir, cache_bytes: session cache for a remote set (an http(s) or fsspec URL): the manifest and
+            catalog are fetched at once, shards on first use, LRU-bounded to ``cache_bytes``.
+
+    Raises:
+        ShardSetError: no manifest (the build did not finish) or an unreadable one.
+        StaleShardSetError: the pipeline or the routes changed since the build.
+    """
+    if _is_remote(path):
+        local, manifest, cache = _open_remote(str(path), cache_dir, cache_bytes)
+        config = _check_pipeline(local, manifest, None)
+        return ShardSet(path=local, manifest=manifest, catalog=load_catalog(local / "catalog.zarr"), config=config,
+                        base=str(path).rstrip("/"), cache=cache)
+    path = Path(str(path).removeprefix("file://"))
+    manifest_path = path / "manifest.json"
+    if not manifest_path.exists():
+        raise ShardSetError(f"{path} has no manifest.json: the build did not finish (or --part builds were not "
+                            f"merged); rerun `python -m leadio.shard` or `python -m leadio.shard --merge`")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ShardSetError(f"{manifest_path} is not valid JSON ({e})") from e
+    if manifest.get("format") != "leadio-shard-set":
+        raise ShardSetError(f"{manifest_path} is not a leadio shard-set manifest")
+    if root is None and (path.parent.parent / "data").is_dir():
+        root = path.parent.parent
+    root = Path(root) if root is not None else None
+    config = _check_pipeline(path, manifest, root)
     if root is not None and check_routes:
         problems = []
         for route, fp in manifest["routes"].items():
