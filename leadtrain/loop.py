@@ -40,13 +40,13 @@ __all__ = ["RunResult", "build_model", "run"]
 
 log = logging.getLogger(__name__)
 
-PERCEPTION_KEYS = ["rgb", "semantic", "depth", "lidar", "bev_semantic", "boxes", "targets"]
+PERCEPTION_KEYS = ["rgb", "semantic", "depth", "lidar", "bev_semantic", "radar", "boxes", "targets"]
 
 
 def build_model(cfg: TrainingConfig) -> torch.nn.Module:
     from leadtrain.model import ModelConfig, TransFuser
 
-    return TransFuser(ModelConfig.preset(cfg.model_size))
+    return TransFuser(ModelConfig.preset(cfg.model_size, use_planner=cfg.use_planning_decoder))
 
 
 def _compute_losses(model, batch: dict, planning: bool, weights: dict) -> tuple[torch.Tensor, dict, dict]:
@@ -119,6 +119,23 @@ class _Logger:
             self.wandb.finish()
 
 
+def _write_rank_summary(logdir: Path, rank: int, model: torch.nn.Module, steps: int, epoch_times: list[float],
+                        stall_pct: float) -> None:
+    """``run_summary_rank{r}.json``: steps taken and a checksum of the weights, per rank (DDP sanity check)."""
+    import hashlib
+    import json
+
+    from leadio._io import atomic_write_bytes
+
+    h = hashlib.sha256()  # learned parameters only: DDP keeps those equal; BatchNorm statistics are per rank
+    for name, tensor in sorted(model.named_parameters()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    summary = {"rank": rank, "global_steps": steps, "seconds_per_epoch": epoch_times, "data_stall_pct": stall_pct,
+               "weights_sha256": h.hexdigest()}
+    atomic_write_bytes(logdir / f"run_summary_rank{rank}.json", json.dumps(summary, indent=1).encode())
+
+
 def run(cfg: TrainingConfig) -> RunResult:
     """Train as ``cfg`` says; returns what was done (rank 0's view)."""
     from accelerate import Accelerator
@@ -169,7 +186,11 @@ def run(cfg: TrainingConfig) -> RunResult:
         full = len(loader.plans.plan(epoch, 0, world, rank)) // per_rank
         return min(full, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else full
 
-    steps_per_epoch = max(1, steps_in(0))
+    steps_per_epoch = steps_in(0)  # T_0 of the cosine schedule, as LEAD: the first epoch's steps
+    if steps_per_epoch == 0:
+        n = len(loader.plans.plan(0, 0, world, rank))
+        raise ValueError(f"collection {cfg.collection!r} gives {n} samples per process per epoch, fewer than one "
+                         f"batch of {per_rank}: lower batch_size or add data")
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=steps_per_epoch, T_mult=2)
     model, optimizer = accelerator.prepare(model, optimizer)
     skipped = 0
@@ -253,7 +274,7 @@ def run(cfg: TrainingConfig) -> RunResult:
             window_samples += per_rank * world
             stall_total += t_data - t0
             step_total += t_end - t0
-            last_losses = {k: float(v) for k, v in losses.items()} | {"total": float(loss)}
+            last_losses = {k: float(v.detach()) for k, v in losses.items()} | {"total": float(loss.detach())}
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
             if main and global_step % cfg.log_scalars_frequency == 0:
@@ -288,6 +309,8 @@ def run(cfg: TrainingConfig) -> RunResult:
             log.info("%s epoch %d: %.1fs, loss %.4f, data stall %.1f%%", phase, epoch, epoch_times[-1],
                      last_losses.get("total", math.nan), 100 * stall_total / max(step_total, 1e-9))
     logger.close()
+    _write_rank_summary(logdir, rank, accelerator.unwrap_model(model), global_step, epoch_times,
+                        100 * stall_total / max(step_total, 1e-9))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return RunResult(logdir, cfg.epochs - start_epoch, global_step, epoch_times,

@@ -10,11 +10,11 @@ import pytest
 
 @pytest.fixture(scope="session")
 def synth_root_template(tmp_path_factory) -> Path:
-    """A read-only template root: 4 synthetic routes x 14 frames (seed 3). Copy it before modifying."""
+    """A read-only template root: 4 synthetic routes x 20 frames (seed 3). Copy it before modifying."""
     from leadio.synth import generate_root
 
     root = tmp_path_factory.mktemp("template") / "data" / "carla_leaderboard2"
-    generate_root(root, num_routes=4, frames_per_route=14, seed=3, workers=1, progress=False)
+    generate_root(root, num_routes=4, frames_per_route=20, seed=3, workers=1, progress=False)
     return root
 
 
