@@ -131,7 +131,7 @@ def test_moved_root_still_loads_its_buckets(root, tmp_path, caplog):
         load_catalog(moved).route_rows())[0].tolist()
 
 
-def test_property_collection_groups_and_rates(root, tmp_path):
+def test_property_collection_groups_and_rates(root, tmp_path, caplog):
     spec = {"name": "by_town_curv", "group_by": ["town", {"column": "speed", "bins": [6.0]}],
             "rates": {"town=Town13/*": {0: 2.0, 3: 0.5}, "*": 1.0}}
     col, path = load_or_build(root, spec)
@@ -142,7 +142,9 @@ def test_property_collection_groups_and_rates(root, tmp_path):
     spec_file = tmp_path / "spec.json"
     spec_file.write_text('{"name": "by_town_curv", "group_by": ["town", {"column": "speed", "bins": [6.0]}],'
                          ' "rates": {"town=Town13/*": {"0": 2.0, "3": 0.5}, "*": 1.0}}')
-    from_file, _ = load_or_build(root, spec_file)
+    with caplog.at_level(logging.WARNING, logger="leadio.buckets.builders"):
+        from_file, _ = load_or_build(root, spec_file)
+    assert caplog.text == ""  # the stored file matches the spec: reused, not rebuilt
     assert [b.name for b in from_file.buckets] == [b.name for b in col.buckets]
     assert from_file.rates_at(3) == [1.0, 0.5, 0.5]
 

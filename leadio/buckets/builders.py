@@ -103,10 +103,8 @@ def property_collection(catalog: Catalog, *, name: str, group_by: Sequence[Mappi
     """
     mask = _skip_mask(catalog, skip_first, skip_last)
     keys = None
-    specs = []
     for spec in group_by:
         spec = {"column": spec} if isinstance(spec, str) else dict(spec)
-        specs.append(spec)
         values = _column_values(catalog, spec["column"], spec.get("bins"), bool(spec.get("absolute", False)))
         labelled = np.array([f"{spec['column']}={v}" for v in values], dtype=object)
         keys = labelled if keys is None else np.array([f"{a}/{b}" for a, b in zip(keys, labelled, strict=True)],
@@ -119,8 +117,8 @@ def property_collection(catalog: Catalog, *, name: str, group_by: Sequence[Mappi
         rate = next((r for pattern, r in rates.items() if fnmatch.fnmatchcase(key, pattern)), 1.0)
         buckets.append(Bucket(key, _members(catalog, mask & (keys == key)), rate))
     routes, totals = _routes_and_totals(catalog, mask)
-    params = {"name": name, "group_by": specs, "rates": {k: v for k, v in rates.items()}, "skip_first": skip_first,
-              "skip_last": skip_last, **extra}
+    params = {"name": name, "group_by": list(group_by), "rates": dict(rates), "skip_first": skip_first,
+              "skip_last": skip_last, **extra}  # as given, so a stored collection compares equal to its spec
     return BucketCollection(name=name, buckets=buckets, builder="property", params=params, routes=routes,
                             totals=totals)
 
@@ -208,5 +206,6 @@ def load_or_build(root: str | Path, collection: str | Mapping | Path = "full_pre
     if report.rewritten:
         log.info(report.summary())
     result = build_collection(load_catalog(root), builder, params)
+    result.params = json.loads(json.dumps(params))  # the spec as given: what the next call compares against
     result.save(path)
     return result, path
