@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from leadio.buckets import BucketCollection, load_or_build
 from leadio.decode.cpu import decode_batch
@@ -153,10 +153,12 @@ class _BatchDataset(Dataset):
         sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
         rows = plan.rows[sl]
         raw, failures = self.read_raw(rows, plan.views[sl])
+        shared = get_worker_info() is not None  # in a worker: decode into shared memory, no copy on the way back
         if self.backend == "cpu":
-            out, bad = decode_batch(raw, self.members)
+            out, bad = decode_batch(raw, self.members, tensors=True, shared=shared)
         else:  # dali: inflate here, JPEGs are decoded in the main process
-            out, bad = decode_batch(raw, {k: m for k, m in self.members.items() if m.encoding != "jpeg"})
+            out, bad = decode_batch(raw, {k: m for k, m in self.members.items() if m.encoding != "jpeg"},
+                                    tensors=True, shared=shared)
             if "rgb" in self.members:
                 out["_jpeg"] = raw["rgb"]
         failures.update({i: why for i, why in bad.items() if i not in failures})
