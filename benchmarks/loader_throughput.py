@@ -15,12 +15,18 @@ reference raw      LEAD's loader without caches: route files -> targets         
 reference cache    LEAD's persistent cache: lzma pickle -> PNG/JPEG decodes     the cache files
 plain webdataset   ``WebDataset(shards)`` + ``select`` by key + PIL/lz4 decode  whole tars streamed
 leadio cpu         ``open_dataset(backend="cpu")``                              member byte ranges
-leadio dali        ``open_dataset(backend="dali")`` (CPU operators here)        member byte ranges
+leadio dali        ``open_dataset(backend="dali")``: ``mixed`` on a GPU, else   member byte ranges
+                   CPU operators (JPEGs decoded in the main process)
 decode ceiling     the member bytes already in memory, ``decode_batch`` only,   (in memory; member bytes)
                    one process per worker: the best any loader can do here
 =================  ===========================================================  ===========================
 
-(See `benchmarks.reference_loaders` for the reference rows and where they differ from LEAD.) Before timing,
+(See `benchmarks.reference_loaders` for the reference rows and where they differ from LEAD.) The DataLoader rows
+use the same batch size, ``prefetch_factor`` 2 and persistent workers; the leadio rows iterate a one-bucket
+collection of exactly the chosen frames (same work per sample as the full plan); plain webdataset is given only
+the shards that hold chosen samples (it cannot seek, so it streams them whole). When the benchmark has to build
+the shard set it uses ``--samples-per-shard`` 32: a small root in 256 MB shards would be one or two shards, and
+plain webdataset hands whole shards to workers (a real dataset has thousands). Before timing,
 a few samples of every row are compared with leadio cpu: ``rgb`` within ±1 (OpenCV, PIL and simplejpeg
 are all libjpeg-turbo builds, but nothing promises the same IDCT), everything else exact (NaN == NaN). Each row
 then runs an untimed warm-up pass (workers start, the page cache fills) and ``--passes`` timed passes; the
@@ -259,6 +265,8 @@ class _LoaderRow(Row):
         t0 = time.perf_counter()
         for batch in self.batches():
             rows += batch["row"].tolist()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()  # the DALI row's mixed decoder runs asynchronously on the GPU
         seconds = time.perf_counter() - t0
         if self._pids is None:  # the workers exist once a pass has run
             self._pids = [p.pid for p in psutil.Process().children() if p.pid not in self._before]
@@ -364,11 +372,12 @@ def make_row(bench: Bench, name: str, workers: int) -> Row:
             raise ValueError(f"{len(bench.samples)} samples are not whole batches of {b}")
         coll = chosen_collection(bench.samples)
         backend = name.split()[1]
+        device = "cuda" if backend == "dali" and torch.cuda.is_available() else None  # mixed (nvJPEG) on a GPU
 
         def start() -> LeadLoader:
             return open_dataset(ss, collection=coll, keys=DEFAULT_KEYS, batch_size=b, backend=backend,
                                 world_size=1, rank=0, seed=0, num_workers=workers, perturbation_rate=0.0,
-                                persistent_workers=True)
+                                persistent_workers=True, device=device)
 
         return _LoaderRow(name, "shard member ranges", _member_bytes(bench), start, _leadio_epoch)
     if name == "decode ceiling":
@@ -631,16 +640,13 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def _worker_steps(bench: Bench, rounds: int = 3) -> dict[str, float]:
-    """Line timing of a leadio cpu worker's steps, ms per sample, over the chosen samples in batches.
-
-    read: the members' bytes (`ShardSet.read_member_bytes`, as the worker); decode: `decode_batch`, and its
-    JPEG share; hand-off: what the DataLoader's queue feeder then does with the decoded batch (each array,
-    wrapped by ``torch.from_numpy``, is moved into a fresh shared-memory segment for the main process)."""
+def _step_times(bench: Bench, rounds: int = 3) -> dict[str, float]:
+    """In-process line timing, ms per sample: the reads a leadio worker does (`ShardSet.read_member_bytes` of
+    every member), `decode_batch` into private memory, and its JPEG share."""
     ss, b = bench.shard_set, bench.batch_size
     members = members_for_keys(DEFAULT_KEYS, ss.layout)
     jpeg = {k: m for k, m in members.items() if m.encoding == "jpeg"}
-    totals = dict.fromkeys(("read", "decode", "decode_jpeg", "hand-off"), 0.0)
+    totals = dict.fromkeys(("read", "decode", "decode_jpeg"), 0.0)
     for r in range(rounds + 1):  # round 0 warms up
         for a in range(0, len(bench.samples), b):
             rows = bench.rows[a:a + b]
@@ -649,29 +655,50 @@ def _worker_steps(bench: Bench, rounds: int = 3) -> dict[str, float]:
                                    for n, m in members.items()}
             raw["row"], raw["view"] = np.array(rows), np.zeros(len(rows), np.uint8)
             t1 = time.perf_counter()
-            out, _ = decode_batch(raw, members)
+            decode_batch(raw, members)
             t2 = time.perf_counter()
-            for v in out.values():
-                torch.from_numpy(v).share_memory_()
-            t3 = time.perf_counter()
             decode_batch(raw, jpeg)
-            t4 = time.perf_counter()
+            t3 = time.perf_counter()
             if r:
-                for k, dt in (("read", t1 - t0), ("decode", t2 - t1), ("hand-off", t3 - t2), ("decode_jpeg", t4 - t3)):
+                for k, dt in (("read", t1 - t0), ("decode", t2 - t1), ("decode_jpeg", t3 - t2)):
                     totals[k] += dt
     return {k: v / (rounds * len(bench.samples)) * 1e3 for k, v in totals.items()}
 
 
+def _loader_cpu(bench: Bench) -> dict[str, float]:
+    """CPU of a real leadio cpu pass with one worker, ms per sample: the worker process (all its threads, the
+    queue feeder that sends batches included) and the main process; and the pass's wall time."""
+    row = make_row(bench, BASELINE, 1)
+    try:
+        row.run_pass()  # warm-up: the worker starts
+
+        def cpu(procs: list[psutil.Process]) -> float:
+            return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
+
+        workers, main = [psutil.Process(pid) for pid in row.worker_pids()], [psutil.Process()]
+        w0, m0 = cpu(workers), cpu(main)
+        seconds, _ = row.run_pass()
+        w1, m1 = cpu(workers), cpu(main)
+    finally:
+        row.close()
+    n = len(bench.samples)
+    return {"wall": seconds / n * 1e3, "worker": (w1 - w0) / n * 1e3, "main": (m1 - m0) / n * 1e3}
+
+
 def profile_leadio(bench: Bench, out_dir: Path, top: int = 20) -> str:
-    """Where leadio cpu's time goes: `_worker_steps`, then cProfile of leadio cpu loading the chosen samples in
-    this process (0 workers, after a warm-up pass; no hand-off happens there). Writes the .pstats file."""
-    steps = _worker_steps(bench)
-    total = steps["read"] + steps["decode"] + steps["hand-off"]
-    lines = [f"leadio cpu worker steps (ms/sample, warm, {len(bench.samples)} samples, batch {bench.batch_size}):"]
-    for k in ("read", "decode", "hand-off"):
-        lines.append(f"  {k:9s} {steps[k]:6.3f} ms  {steps[k] / total:5.1%}")
-    lines.append(f"  (decode: JPEG {steps['decode_jpeg']:.3f} ms of it; hand-off = moving the decoded batch into "
-                 f"shared memory, as the DataLoader's queue feeder does)")
+    """Where leadio cpu's time goes (warm page cache): the worker's CPU per sample split into read, decode and
+    the rest (handing the decoded batch to the main process: shared memory, pickling, the queue), the main
+    process's CPU, then cProfile of leadio cpu in one process (0 workers: no hand-off). Writes the .pstats."""
+    steps, cpu = _step_times(bench), _loader_cpu(bench)
+    rest = cpu["worker"] - steps["read"] - steps["decode"]
+    lines = [f"leadio cpu, 1 worker, warm page cache, {len(bench.samples)} samples, batch {bench.batch_size} "
+             f"(ms per sample; wall {cpu['wall']:.3f} ms = {1e3 / cpu['wall']:.0f} samples/s):",
+             f"  worker CPU {cpu['worker']:6.3f} ms"]
+    for k, v in (("read", steps["read"]), ("decode", steps["decode"]), ("hand-off + loop", rest)):
+        lines.append(f"    {k:15s} {v:6.3f} ms  {v / cpu['worker']:5.1%}")
+    lines += [f"    (decode: JPEG {steps['decode_jpeg']:.3f} ms of it; read and decode timed in-process, the rest is "
+              f"the worker's CPU minus both)",
+              f"  main CPU   {cpu['main']:6.3f} ms  (receiving batches)"]
     row = make_row(bench, BASELINE, 0)
     try:
         row.run_pass()
@@ -682,8 +709,8 @@ def profile_leadio(bench: Bench, out_dir: Path, top: int = 20) -> str:
     finally:
         row.close()
     prof.dump_stats(out_dir / f"{NAME}_leadio_cpu.pstats")
-    text = io.StringIO()
     lines.append(f"\ncProfile, leadio cpu, 0 workers: {len(bench.samples)} samples in {seconds:.2f} s")
+    text = io.StringIO()
     text.write("\n".join(lines) + "\n")
     pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(top)
     return text.getvalue()
@@ -739,7 +766,7 @@ def run_benchmark(root: Path, *, workers: Sequence[int], samples: int, passes: i
     doc = {"meta": meta, "rows": [asdict(r) for r in results], "checks": checks, "targets": targets_report(results)}
     out_dir.mkdir(parents=True, exist_ok=True)
     if profile:
-        doc["profile"] = profile_leadio(bench, out_dir)
+        doc["profile"] = _isolated(profile_leadio, bench, out_dir)  # it forks a worker
         print(doc["profile"])
     meta["seconds_total"] = round(time.perf_counter() - t_start, 1)
     (out_dir / f"{NAME}.md").write_text(table)
