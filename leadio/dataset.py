@@ -110,9 +110,6 @@ class _BatchDataset(Dataset):
         self.ss, self.plans, self.members = shard_set, plans, members
         self.batch_size, self.backend, self.on_error = batch_size, backend, on_error
 
-    def __len__(self) -> int:  # unused: the sampler drives
-        return 0
-
     def read_raw(self, rows: np.ndarray, views: np.ndarray) -> tuple[dict, dict[int, str]]:
         """Read the members of ``rows`` (per shard in offset order). Returns the raw batch and the batch
         positions that could not be read (with the reason); with on_error='raise' the first one raises."""
@@ -225,6 +222,10 @@ class LeadLoader:
 
     def _num_batches(self) -> int:
         return len(self.plans.plan(self.epoch, self._start, self.world_size, self.rank)) // self.batch_size
+
+    def batches_in_epoch(self, epoch: int) -> int:
+        """Full batches this rank gets in ``epoch`` from its start (equal on every rank)."""
+        return len(self.plans.plan(epoch, 0, self.world_size, self.rank)) // self.batch_size
 
     def __len__(self) -> int:
         """Batches left in the current epoch for this rank."""

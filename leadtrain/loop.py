@@ -183,14 +183,13 @@ def run(cfg: TrainingConfig) -> RunResult:
                                   fused=torch.cuda.is_available() or None)
 
     def steps_in(epoch: int) -> int:
-        full = len(loader.plans.plan(epoch, 0, world, rank)) // per_rank
+        full = loader.batches_in_epoch(epoch)
         return min(full, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else full
 
     steps_per_epoch = steps_in(0)  # T_0 of the cosine schedule, as LEAD: the first epoch's steps
     if steps_per_epoch == 0:
-        n = len(loader.plans.plan(0, 0, world, rank))
-        raise ValueError(f"collection {cfg.collection!r} gives {n} samples per process per epoch, fewer than one "
-                         f"batch of {per_rank}: lower batch_size or add data")
+        raise ValueError(f"collection {cfg.collection!r} gives fewer than one batch of {per_rank} samples per "
+                         f"process per epoch: lower batch_size or add data")
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=steps_per_epoch, T_mult=2)
     model, optimizer = accelerator.prepare(model, optimizer)
     skipped = 0
