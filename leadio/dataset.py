@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -165,16 +166,24 @@ class _BatchDataset(Dataset):
 
 
 class _BatchSampler(Sampler):
+    """Yields the batch descriptors of the loader's current position (runs in the parent process).
+
+    Holds the loader weakly: a strong reference would form a cycle (loader -> DataLoader -> sampler ->
+    loader) that only the cyclic GC frees, after the worker queues are gone, so workers would be killed
+    after a timeout instead of being told to stop.
+    """
+
     def __init__(self, loader: LeadLoader):
-        self.loader = loader
+        self._loader = weakref.ref(loader)
 
     def __iter__(self):
-        ld = self.loader
+        ld = self._loader()
         for b in range(ld._first_batch, ld._num_batches()):
             yield (ld.epoch, ld._start, ld.world_size, ld.rank, b)
 
     def __len__(self) -> int:
-        return self.loader._num_batches() - self.loader._first_batch
+        ld = self._loader()
+        return ld._num_batches() - ld._first_batch
 
 
 class LeadLoader:
@@ -294,7 +303,7 @@ class SampleDataset(Dataset):
         raw, failures = self._reader.read_raw(rows, np.array([self.view == "perturbated"], np.uint8))
         batch, bad = decode_batch(raw, self.members)
         self._reader._check(rows, {**failures, **bad})
-        out = {k: torch.from_numpy(np.ascontiguousarray(v[0])) for k, v in batch.items()}
+        out = {k: torch.from_numpy(np.array(v[0], order="C")) for k, v in batch.items()}  # copy; 0-d stays 0-d
         out["sample_key"] = str(self.ss.catalog["sample_key"][i])
         return out
 

@@ -54,6 +54,7 @@ def test_batch_content_matches_random_access(shard_dir):
     for key in ("rgb", "lidar", "bev_semantic", "boxes", "waypoints", "radar"):
         torch.testing.assert_close(batch[key][1], one[key], rtol=0, atol=0, equal_nan=True)
     assert isinstance(one["sample_key"], str) and len(ds) == len(open_shard_set(shard_dir))
+    assert one["speed"].shape == () and one["row"].shape == () and one["rgb"].is_contiguous()
 
 
 def test_cpu_and_dali_backends_give_identical_tensors(shard_dir):

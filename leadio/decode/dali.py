@@ -64,7 +64,8 @@ class DaliDecoder:
                       prefetch_queue_depth=1, exec_dynamic=True)
         def pipe():
             jpegs = fn.external_source(name="jpeg", dtype=types.UINT8, ndim=1, no_copy=False)
-            images = fn.decoders.image(jpegs, device=self.device, output_type=types.RGB)
+            # fancy upsampling = libjpeg-turbo's default chroma upsampling, so mixed (nvJPEG) matches the cpu path
+            images = fn.decoders.image(jpegs, device=self.device, output_type=types.RGB, jpeg_fancy_upsampling=True)
             return fn.transpose(images, perm=[2, 0, 1])
 
         p = pipe()
