@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -235,9 +234,14 @@ def test_changed_routes_make_the_set_stale(built, tmp_path):
     set_dir = root / "shards" / built.name
     open_shard_set(set_dir)  # a copied root is still current
     victim = sorted((root / "data").glob("*/*"))[0]
-    os.remove(sorted((victim / "depth").iterdir())[0])
+    rel = f"data/{victim.parent.name}/{victim.name}"
     (victim / "depth" / "0000.png").write_bytes(b"different size")
-    with pytest.raises(StaleShardSetError, match=rf"route data/{victim.parent.name}/{victim.name} changed on disk"):
+    open_shard_set(set_dir)  # the quick check (every open, every rank) looks at frame counts only
+    with pytest.raises(StaleShardSetError, match=rf"route {rel} changed on disk;"):
+        open_shard_set(set_dir, check_routes="full")
+    last = sorted((victim / "bboxes").iterdir())[-1]
+    last.unlink()
+    with pytest.raises(StaleShardSetError, match=rf"route {rel} changed on disk \(\d+ frames, built with \d+\)"):
         open_shard_set(set_dir)
     shutil.rmtree(victim)
     with pytest.raises(StaleShardSetError, match="was removed"):

@@ -17,7 +17,7 @@ import numpy as np
 
 from leadio.buckets import trainable_routes_on_disk
 from leadio.catalog import Catalog, load_catalog, route_fingerprint
-from leadio.format import DATASET_CONFIGS, DatasetConfig
+from leadio.format import DATASET_CONFIGS, DatasetConfig, list_frames
 from leadio.preprocess import Member, decode_member, member_layout, pipeline_hash
 from leadio.read import ReadError, SessionCache, resolve
 
@@ -168,7 +168,7 @@ def _open_remote(url: str, cache_dir: str | Path | None, cache_bytes: int) -> tu
     return manifest_path.parent, manifest, cache
 
 
-def open_shard_set(path: str | Path, *, root: str | Path | None = None, check_routes: bool = True,
+def open_shard_set(path: str | Path, *, root: str | Path | None = None, check_routes: bool | str = "quick",
                    cache_dir: str | Path | None = None, cache_bytes: int = 64 * 1024**3) -> ShardSet:
     """Open the shard set at ``path`` after checking that it is complete and current.
 
@@ -176,7 +176,11 @@ def open_shard_set(path: str | Path, *, root: str | Path | None = None, check_ro
         path: the set folder (``<root>/shards/<collection>-<hash>``).
         root: the dataset root whose routes the set came from; default: two levels above ``path`` when
             that holds a ``data/`` folder. Without a root only the pipeline hash is checked.
-        check_routes: compare route fingerprints with the disk (a few stat calls per route).
+        check_routes: how the routes on disk are compared with the build: ``"quick"`` (default) lists each
+            route's ``bboxes/`` and the scenario folders (routes added, removed, or with another frame count;
+            a few system calls per route, cheap enough for every rank of every run); ``"full"`` also
+            fingerprints every file's name and size (a ``stat`` per file: use it after editing routes in
+            place); ``False`` checks only the pipeline.
         cache_dir, cache_bytes: session cache for a remote set (an http(s) or fsspec URL): the manifest and
             catalog are fetched at once, shards on first use, LRU-bounded to ``cache_bytes``.
 
@@ -204,14 +208,19 @@ def open_shard_set(path: str | Path, *, root: str | Path | None = None, check_ro
         root = path.parent.parent
     root = Path(root) if root is not None else None
     config = _check_pipeline(path, manifest, root)
+    if check_routes not in (True, False, "quick", "full"):
+        raise ValueError(f"check_routes must be 'quick', 'full' or False, got {check_routes!r}")
     if root is not None and check_routes:
         problems = []
+        recorded = manifest["collection"]["routes"]  # trainable routes -> frame count at build time
         for route, fp in manifest["routes"].items():
             if not (root / route).is_dir():
                 problems.append(f"route {route} was removed")
-            elif route_fingerprint(root / route) != fp:
+            elif check_routes == "full" and route_fingerprint(root / route) != fp:
                 problems.append(f"route {route} changed on disk")
-        recorded = manifest["collection"]["routes"]
+            elif route in recorded and len(list_frames(root / route, "bboxes")) != recorded[route]:
+                problems.append(f"route {route} changed on disk ({len(list_frames(root / route, 'bboxes'))} "
+                                f"frames, built with {recorded[route]})")
         on_disk = trainable_routes_on_disk(root)
         added = sorted(set(on_disk) - set(recorded))
         if added:
