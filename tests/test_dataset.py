@@ -139,7 +139,7 @@ def test_posttrain_collection_over_the_pretrain_set(shard_dir):
     post, _ = load_or_build(root, "full_posttrain")
     ld = open_dataset(shard_dir, collection="full_posttrain", batch_size=1, backend="cpu", keys=["targets"])
     rows = _rows(ld)
-    assert len(rows) == len(post)
+    assert len(rows) == len(post) > 0  # 20-frame routes keep frames 8..11: never vacuous
     assert all(h == 1.0 for b in open_dataset(shard_dir, collection="full_posttrain", batch_size=1,
                                               backend="cpu", keys=["targets"]) for h in b["has_targets"].tolist())
     spec = {"name": "everything", "group_by": ["town"], "skip_first": 0, "skip_last": 0}

@@ -218,9 +218,8 @@ def open_shard_set(path: str | Path, *, root: str | Path | None = None, check_ro
                 problems.append(f"route {route} was removed")
             elif check_routes == "full" and route_fingerprint(root / route) != fp:
                 problems.append(f"route {route} changed on disk")
-            elif route in recorded and len(list_frames(root / route, "bboxes")) != recorded[route]:
-                problems.append(f"route {route} changed on disk ({len(list_frames(root / route, 'bboxes'))} "
-                                f"frames, built with {recorded[route]})")
+            elif route in recorded and (n := len(list_frames(root / route, "bboxes"))) != recorded[route]:
+                problems.append(f"route {route} changed on disk ({n} frames, built with {recorded[route]})")
         on_disk = trainable_routes_on_disk(root)
         added = sorted(set(on_disk) - set(recorded))
         if added:
