@@ -30,8 +30,9 @@ plain webdataset hands whole shards to workers (a real dataset has thousands). B
 a few samples of every row are compared with leadio cpu: ``rgb`` within ±1 (OpenCV, PIL and simplejpeg
 are all libjpeg-turbo builds, but nothing promises the same IDCT), everything else exact (NaN == NaN). Each row
 then runs an untimed warm-up pass (workers start, the page cache fills) and ``--passes`` timed passes; the
-medians are reported. Where the OS allows (root, and dropping the page cache visibly empties it), the cache is
-dropped before every timed pass and the run says "cold"; otherwise "warm" and why. Each row runs in a fresh
+medians are reported. Only with ``--cold``, and where the OS allows (root, and dropping the page cache visibly
+empties it), the machine's whole page cache is dropped before every timed pass and the run says "cold";
+otherwise "warm" and why (a demo or a default run never touches the machine's state). Each row runs in a fresh
 process forked from a fork server that has only imported this module, so no row inherits another's threads or
 memory. Worker memory is the largest peak RSS (the kernel's VmHWM) over the row's worker processes (a forked
 worker counts the pages it shares with its parent; the baseline is the same for every row); "main" is the
@@ -475,7 +476,7 @@ def page_cache_mode(probe: Sequence[Path], want_cold: bool = True) -> tuple[str,
     Reads the ``probe`` files, drops the cache and checks /proc/meminfo's ``Cached`` fell by at least half of
     their size (a container may accept the write and do nothing)."""
     if not want_cold:
-        return "warm", "--warm given"
+        return "warm", "the machine's page cache is left alone (--cold drops it before each pass)"
     if not sys.platform.startswith("linux"):
         return "warm", f"dropping the page cache is Linux-only (this is {sys.platform})"
     if os.geteuid() != 0:
@@ -717,7 +718,7 @@ def profile_leadio(bench: Bench, out_dir: Path, top: int = 20) -> str:
 
 
 def run_benchmark(root: Path, *, workers: Sequence[int], samples: int, passes: int, batch_size: int,
-                  out_dir: Path, loaders: Sequence[str] = LOADERS, warm: bool = False, warmup: int = 1,
+                  out_dir: Path, loaders: Sequence[str] = LOADERS, warm: bool = True, warmup: int = 1,
                   build_workers: int = 2, samples_per_shard: int | None = 32, cache_dir: Path | None = None,
                   profile: bool = False, command: str = "") -> dict:
     """Run the whole benchmark and write its outputs; returns the JSON document."""
@@ -801,7 +802,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
     parser.add_argument("--loaders", default=",".join(LOADERS), help=f"subset of: {', '.join(LOADERS)}")
-    parser.add_argument("--warm", action="store_true", help="never drop the page cache")
+    parser.add_argument("--cold", action="store_true",
+                        help="drop the WHOLE MACHINE's page cache (echo 3 > /proc/sys/vm/drop_caches, root only) "
+                             "before each timed pass; it slows every other process on the machine. Default: warm")
+    parser.add_argument("--warm", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old commands
     parser.add_argument("--build-workers", type=int, default=os.cpu_count() or 1,
                         help="processes for building the shard set and the reference cache (untimed)")
     parser.add_argument("--samples-per-shard", type=int, default=32,
@@ -822,7 +826,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--passes must be >= 1")
     command = "python -m benchmarks.loader_throughput " + " ".join(sys.argv[1:] if argv is None else argv)
     run_benchmark(args.root, workers=args.workers, samples=args.samples, passes=args.passes,
-                  batch_size=args.batch_size, out_dir=args.out, loaders=loaders, warm=args.warm,
+                  batch_size=args.batch_size, out_dir=args.out, loaders=loaders, warm=not args.cold,
                   build_workers=args.build_workers, samples_per_shard=args.samples_per_shard,
                   cache_dir=args.cache_dir, profile=args.profile, command=command)
     return 0

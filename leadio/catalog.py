@@ -15,7 +15,6 @@ routes whose fingerprint changed and rewrites nothing when none did.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
@@ -408,20 +407,27 @@ def build_catalog(root: str | Path, *, workers: int = 1, on_error: str = "raise"
                       time.perf_counter() - t0, rewritten=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m leadio.catalog", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", required=True, help="dataset root holding data/<Scenario>/<Route>/")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
+def main(argv: Sequence[str] | None = None, prog: str = "python -m leadio.catalog") -> int:
+    from leadio.cli import add_root, make_parser, run_guarded, workers_help
+
+    parser = make_parser(prog, "Scan the raw routes of a LEAD dataset root once into <root>/catalog.zarr (one row "
+                               "per frame of the routes LEAD's filter keeps); a rescan re-reads only changed routes.")
+    add_root(parser)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help=workers_help())
     parser.add_argument("--skip-bad-routes", action="store_true",
                         help="leave unreadable routes out (counted and reported) instead of stopping")
     parser.add_argument("--dataset-config", default=None, help="sensor setup name (default: from the root path)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    report = build_catalog(args.root, workers=args.workers, on_error="skip" if args.skip_bad_routes else "raise",
-                           progress=not args.quiet, dataset_config=args.dataset_config)
-    print(report.summary())
-    return 0
+
+    def run() -> int:
+        report = build_catalog(args.root, workers=args.workers, on_error="skip" if args.skip_bad_routes else "raise",
+                               progress=not args.quiet, dataset_config=args.dataset_config)
+        print(report.summary())
+        return 0
+
+    return run_guarded(run, args.verbose, prog)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,9 @@ Every object is an oriented box. The sensors:
   * hdmap: the same road drawing at 2 px/m.
 
 Files: per frame ~160 KB like LEAD's ~190 KB (JPEGs get a noise texture so that q30 gives ~45 KB). JPEGs are 4:2:0
-like cv2.imwrite; PNGs use level 6 with a fixed filter; pickles are xz preset 1. results.json fails LEAD's route
-filter for one route in five, in varied ways. Same seed, same bytes, with any number of workers.
+like cv2.imwrite; PNGs use level 6 with a fixed filter; pickles are xz preset 1, readable by numpy 1 and 2.
+results.json fails LEAD's route filter for one route in five, in varied ways. Same seed, same bytes, with any
+number of workers.
 
 Simplified against CARLA: there is no occlusion in LiDAR or radar, boxes are flat-coloured silhouettes (no
 meshes or lighting), traffic ignores everything, the cross roads are empty and the world has no slopes.
@@ -37,7 +38,6 @@ is the vehicle z − 1.25, as in LEAD.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import functools
@@ -47,6 +47,7 @@ import lzma
 import multiprocessing
 import os
 import pickle
+import pickletools
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -839,9 +840,27 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
+def _numpy1_pickle(obj: Any) -> bytes:
+    """``obj`` pickled so that numpy 1.x can load it too (LEAD pins numpy 1.26).
+
+    numpy 2 names its array and scalar constructors ``numpy._core.multiarray.*``, a module numpy 1 lacks;
+    numpy 1 wrote ``numpy.core.multiarray.*``, which numpy 2 still loads. Protocol 3 writes each global as a
+    text GLOBAL opcode (no frames, no length prefixes), so renaming the module in those opcodes, found with
+    pickletools, is exact.
+    """
+    data = pickle.dumps(obj, protocol=3)
+    out, last = [], 0
+    for op, arg, pos in pickletools.genops(data):
+        if op.name == "GLOBAL" and arg.startswith("numpy._core."):
+            module, name = arg.split(" ", 1)
+            out += [data[last:pos], b"c" + f"numpy.core.{module.removeprefix('numpy._core.')}\n{name}\n".encode()]
+            last = pos + 1 + len(module) + 1 + len(name) + 1
+    return b"".join([*out, data[last:]])
+
+
 def _pickle(obj: Any) -> bytes:
     # An xz stream like LEAD's; preset 1 is ~5x faster than the default 6 on these small pickles, ~5% larger.
-    return lzma.compress(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), preset=1)
+    return lzma.compress(_numpy1_pickle(obj), preset=1)
 
 
 def _png(img: np.ndarray) -> bytes:
@@ -1123,22 +1142,30 @@ def generate_root(root: str | Path, num_routes: int, frames_per_route: int, seed
                         sum(r.bytes for r in written), time.perf_counter() - start, routes)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m leadio.synth", description="Write synthetic LEAD routes.")
-    parser.add_argument("--root", required=True, help="dataset root, e.g. data/carla_leaderboard2")
+def main(argv: list[str] | None = None, prog: str = "python -m leadio.synth") -> int:
+    from leadio.cli import make_parser, run_guarded
+
+    parser = make_parser(prog, "Write synthetic LEAD routes (same folders, files and encodings as real ones) under "
+                               "<root>/data/. Same seed, same bytes.")
+    # No default root on purpose: synthetic routes must never land in a real dataset by accident.
+    parser.add_argument("--root", required=True, help="dataset root to write, e.g. demo/data/carla_leaderboard2")
     parser.add_argument("--routes", type=int, default=10, help="number of routes")
     parser.add_argument("--frames", type=int, default=40, help="saved frames (4 Hz) per route")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
     parser.add_argument("--workers", type=int, default=1, help="processes")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    summary = generate_root(args.root, args.routes, args.frames, args.seed, args.workers, not args.quiet)
-    rate = summary.frames / max(summary.seconds, 1e-9)
-    print(f"wrote {summary.routes_written} routes ({summary.routes_skipped} already complete), {summary.frames} "
-          f"frames, {summary.bytes / 1e6:.1f} MB in {summary.seconds:.1f} s ({rate:.1f} frames/s, "
-          f"{summary.bytes / max(summary.frames, 1) / 1e3:.0f} KB/frame); {len(summary.passing)}/{len(summary.routes)} "
-          f"routes pass LEAD's route filter")
-    return 0
+
+    def run() -> int:
+        summary = generate_root(args.root, args.routes, args.frames, args.seed, args.workers, not args.quiet)
+        rate = summary.frames / max(summary.seconds, 1e-9)
+        print(f"wrote {summary.routes_written} routes ({summary.routes_skipped} already complete), {summary.frames} "
+              f"frames, {summary.bytes / 1e6:.1f} MB in {summary.seconds:.1f} s ({rate:.1f} frames/s, "
+              f"{summary.bytes / max(summary.frames, 1) / 1e3:.0f} KB/frame); {len(summary.passing)}/"
+              f"{len(summary.routes)} routes pass LEAD's route filter")
+        return 0
+
+    return run_guarded(run, args.verbose, prog)
 
 
 if __name__ == "__main__":

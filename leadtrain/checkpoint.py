@@ -23,7 +23,7 @@ import torch
 from leadio._io import replace_dir, temp_sibling
 
 __all__ = ["EPOCH_FILES", "latest_epoch_checkpoint", "load_resume_state", "prune_epoch_files", "save_atomic",
-           "save_epoch_checkpoint", "save_resume_state"]
+           "save_epoch_checkpoint", "save_resume_state", "set_aside_previous_run"]
 
 EPOCH_FILES = ("model", "optimizer", "scheduler", "scaler")
 
@@ -71,6 +71,31 @@ def latest_epoch_checkpoint(logdir: Path) -> tuple[int, Path] | None:
         if m and all((logdir / f"{n}_{m[1]}.pth").exists() for n in EPOCH_FILES):
             found.append((int(m[1]), p))
     return max(found) if found else None
+
+
+#: What a training run leaves in its logdir (config.json is rewritten by every run; wandb/ keeps its own runs).
+RUN_FILE_PATTERNS = ("model_*.pth", "optimizer_*.pth", "scheduler_*.pth", "scaler_*.pth",
+                     "gradient_steps_skipped_*.txt", "events.out.tfevents.*", "run_summary_rank*.json", "resume")
+
+
+def set_aside_previous_run(logdir: Path) -> list[str]:
+    """Move an earlier run's checkpoints, event files and resume state into ``logdir/previous_run/``.
+
+    A fresh run into a used logdir would otherwise leave e.g. the old ``model_0001.pth`` beside its own
+    ``model_0000.pth``, and `latest_epoch_checkpoint` (post-training's default ``load_file``) would pick the
+    stale one. Only the latest earlier run is kept (an older ``previous_run/`` is replaced). Returns the names
+    moved.
+    """
+    moved = sorted({p.name for pattern in RUN_FILE_PATTERNS for p in logdir.glob(pattern)})
+    if not moved:
+        return []
+    aside = logdir / "previous_run"
+    tmp = temp_sibling(aside)
+    tmp.mkdir(parents=True)
+    for name in moved:
+        os.replace(logdir / name, tmp / name)
+    replace_dir(tmp, aside)
+    return moved
 
 
 def save_resume_state(logdir: Path, state: dict[str, Any]) -> None:

@@ -32,6 +32,7 @@ from leadtrain.checkpoint import (
     prune_epoch_files,
     save_epoch_checkpoint,
     save_resume_state,
+    set_aside_previous_run,
 )
 from leadtrain.config import TrainingConfig, detect_mixed_precision
 from leadtrain.viz import render_sample, save_png
@@ -151,6 +152,9 @@ def run(cfg: TrainingConfig) -> RunResult:
     logdir = Path(cfg.logdir)
     if main:
         logdir.mkdir(parents=True, exist_ok=True)
+        if not cfg.continue_failed_training and (moved := set_aside_previous_run(logdir)):
+            log.warning("fresh run in %s: moved the previous run's %d files (%s) to %s", logdir, len(moved),
+                        ", ".join(moved[:4]) + (", ..." if len(moved) > 4 else ""), logdir / "previous_run")
         cfg.save(logdir)
     set_seed(cfg.seed)
 
@@ -275,7 +279,7 @@ def run(cfg: TrainingConfig) -> RunResult:
             step_total += t_end - t0
             last_losses = {k: float(v.detach()) for k, v in losses.items()} | {"total": float(loss.detach())}
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
+            bar.set_postfix(loss=f"{last_losses['total']:.3f}", refresh=False)
             if main and global_step % cfg.log_scalars_frequency == 0:
                 values = {f"loss/{k}": v for k, v in last_losses.items()}
                 values["lr"] = scheduler.get_last_lr()[0]

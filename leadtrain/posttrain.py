@@ -22,6 +22,13 @@ DEFAULTS = {"collection": "full_posttrain", "use_planning_decoder": True, "conti
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        from leadtrain.config import TrainingConfig
+
+        print(__doc__)
+        print("keys and defaults:", ", ".join(f"{k}={v}" for k, v in {**TrainingConfig().to_dict(), **DEFAULTS,
+                                                                       "posttrain": True}.items()))
+        return 0
     given = parse_overrides([a for a in argv if "=" in a])
     if "load_file" not in given and not given.get("continue_failed_training"):
         pretrain_dir = Path("outputs/local_training/pretrain")

@@ -1,8 +1,11 @@
-"""LEAD's `build_buckets_posttrain.py`: writes <root>/buckets/full_posttrain_buckets_8_8_8_5.gz."""
+"""LEAD's `python scripts/build_buckets_posttrain.py`: writes <root>/buckets/full_posttrain_buckets_8_8_8_5.gz.
+
+Run as LEAD's guide does, from the folder holding data/carla_leaderboard2 (the default --root); see --help.
+"""
 
 import sys
 
 from leadio.buckets.__main__ import main
 
 if __name__ == "__main__":
-    sys.exit(main(default_collection="full_posttrain"))
+    sys.exit(main(default_collection="full_posttrain", prog="python scripts/build_buckets_posttrain.py"))

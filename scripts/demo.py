@@ -101,9 +101,10 @@ def main(argv=None) -> int:
             _run(["bash", script, *common], env)
             logdir = REPO / "outputs" / "local_training" / phase
             summary = json.loads((logdir / "run_summary_rank0.json").read_text())
-            epochs = "/".join(f"{s:.0f}" for s in summary["seconds_per_epoch"])
+            epochs = ", ".join(f"{s:.0f} s" for s in summary["seconds_per_epoch"])
             step(f"{phase} (tiny model, CPU)", f"LEAD_ROOT={root} bash {script}", t,
-                 f"{summary['global_steps']} steps, {epochs} s/epoch, data stall {summary['data_stall_pct']:.1f}% "
+                 f"{summary['global_steps']} steps, epochs took {epochs} (the first includes start-up: worker "
+                 f"processes, first reads), data stall {summary['data_stall_pct']:.1f}% "
                  f"-> {logdir.relative_to(REPO)}")
 
     if not args.skip_benchmark:

@@ -1,11 +1,10 @@
-"""``python -m leadio.buckets --root R [--collection full_pretrain|full_posttrain|spec.json] [--force-rebuild]``.
+"""``python -m leadio.buckets [--root R] [--collection full_pretrain|full_posttrain|spec.json] [--force-rebuild]``.
 
 Builds (or reuses, when current) a bucket collection under ``<root>/buckets/`` and prints its table.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -15,6 +14,9 @@ from leadio.buckets.builders import load_or_build
 from leadio.buckets.collection import BucketCollection
 
 __all__ = ["format_table", "main"]
+
+DESCRIPTION = ("Build (or reuse, when the routes on disk are unchanged) a bucket collection under <root>/buckets/ "
+               "and print its table.")
 
 
 def format_table(collection: BucketCollection, epoch: int = 0) -> str:
@@ -33,20 +35,28 @@ def format_table(collection: BucketCollection, epoch: int = 0) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None, default_collection: str = "full_pretrain") -> int:
-    parser = argparse.ArgumentParser(prog="python -m leadio.buckets", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", required=True, help="dataset root (e.g. data/carla_leaderboard2)")
+def main(argv: Sequence[str] | None = None, default_collection: str = "full_pretrain",
+         prog: str = "python -m leadio.buckets") -> int:
+    from leadio.cli import add_root, make_parser, run_guarded, workers_help
+
+    parser = make_parser(prog, DESCRIPTION)
+    add_root(parser)
     parser.add_argument("--collection", default=default_collection,
                         help="full_pretrain, full_posttrain, or a JSON collection spec file")
     parser.add_argument("--force-rebuild", action="store_true", help="rebuild even if the stored file is current")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="catalog scan processes")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help=workers_help("catalog scan processes"))
+    parser.add_argument("--dataset-config", default=None, help="sensor setup name (default: from the root path)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
-    collection, path = load_or_build(args.root, args.collection, force_rebuild=args.force_rebuild,
-                                     workers=args.workers, progress=True)
-    print(f"collection {collection.name!r}: {path}")
-    print(format_table(collection))
-    return 0
+
+    def run() -> int:
+        collection, path = load_or_build(args.root, args.collection, force_rebuild=args.force_rebuild,
+                                         workers=args.workers, progress=True, dataset_config=args.dataset_config)
+        print(f"collection {collection.name!r}: {path}")
+        print(format_table(collection))
+        return 0
+
+    return run_guarded(run, args.verbose, prog)
 
 
 if __name__ == "__main__":

@@ -170,8 +170,8 @@ def _resolve(spec: str | Mapping | Path) -> tuple[str, dict]:
 
 
 def load_or_build(root: str | Path, collection: str | Mapping | Path = "full_pretrain", *,
-                  force_rebuild: bool = False, workers: int = 1, progress: bool = False
-                  ) -> tuple[BucketCollection, Path]:
+                  force_rebuild: bool = False, workers: int = 1, progress: bool = False,
+                  dataset_config: str | None = None) -> tuple[BucketCollection, Path]:
     """The collection for ``root``: reused from ``<root>/buckets/`` when current, else (re)built and saved.
 
     A stored collection is current when the trainable routes on disk (and their frame counts) equal those it
@@ -182,7 +182,7 @@ def load_or_build(root: str | Path, collection: str | Mapping | Path = "full_pre
         root: dataset root.
         collection: a shipped name (``full_pretrain``, ``full_posttrain``), a JSON spec path, or a spec dict.
         force_rebuild: rebuild even when the stored file is current (LEAD's ``force_rebuild_bucket``).
-        workers, progress: passed to the catalog scan when one is needed.
+        workers, progress, dataset_config: passed to the catalog scan when one is needed.
 
     Returns:
         (collection, path of its bucket file).
@@ -202,7 +202,7 @@ def load_or_build(root: str | Path, collection: str | Mapping | Path = "full_pre
                         path, changes.describe())
         else:
             log.warning("bucket file %s was built with other parameters; rebuilding", path)
-    report = build_catalog(root, workers=workers, progress=progress)
+    report = build_catalog(root, workers=workers, progress=progress, dataset_config=dataset_config)
     if report.rewritten:
         log.info(report.summary())
     result = build_collection(load_catalog(root), builder, params)

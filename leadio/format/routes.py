@@ -137,8 +137,8 @@ def discover_routes(root: str | Path) -> list[RouteInfo]:
     data_dir = root / "data"
     if not data_dir.is_dir():
         raise FileNotFoundError(
-            f"no LEAD routes: {data_dir} does not exist (expected <root>/data/<Scenario>/<RouteDir>/; "
-            f"generate synthetic ones with `python -m leadio.synth --root {root}`)"
+            f"no LEAD routes: {data_dir} does not exist (expected <root>/data/<Scenario>/<RouteDir>/); pass "
+            f"--root <dataset root>, or generate synthetic routes with `python -m leadio.synth --root {root}`"
         )
     routes = []
     for scenario in sorted(p.name for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):

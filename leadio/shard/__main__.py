@@ -1,7 +1,7 @@
 """``python -m leadio.shard``: preprocess a collection's frames once into bucket-grouped WebDataset shards.
 
-    python -m leadio.shard --root R --collection full_pretrain [--workers N] [--shard-size 256MB]
-    python -m leadio.shard --root R --collection full_pretrain --part 3/8     # one SLURM array task
+    python -m leadio.shard [--root R] [--collection full_pretrain] [--workers N] [--shard-size 256MiB]
+    python -m leadio.shard --root R --collection full_pretrain --part 3/8     # one SLURM array task (0/8..7/8)
     python -m leadio.shard --root R --collection full_pretrain --merge        # after all parts
     python -m leadio.shard verify R/shards/full_pretrain-<hash> [--deep]
 """
@@ -29,58 +29,73 @@ def parse_size(text: str) -> int:
     return int(float(m[1]) * base ** " KMGT".index((m[2] or " ").upper()))
 
 
-def _verify(argv: Sequence[str]) -> int:
-    from leadio.shard.shardset import ShardSetError, open_shard_set
+DESCRIPTION = "Preprocess a bucket collection's frames once into bucket-grouped WebDataset tar shards."
+EXAMPLES = """examples:
+  python -m leadio.shard                                      # data/carla_leaderboard2, full_pretrain
+  python -m leadio.shard --root R --part 3/8                  # one SLURM array task (parts count from 0)
+  python -m leadio.shard --root R --merge                     # after all parts
+  python -m leadio.shard verify R/shards/full_pretrain-<hash> [--deep]"""
+
+
+def _verify(argv: Sequence[str], prog: str) -> int:
+    from leadio.cli import make_parser, run_guarded
+    from leadio.shard.shardset import open_shard_set
     from leadio.shard.verify import verify_shard_set
 
-    parser = argparse.ArgumentParser(prog="python -m leadio.shard verify")
+    parser = make_parser(prog, "Check every shard of a set against its manifest and catalog; exit 1 on a problem.")
     parser.add_argument("shard_set", help="the shard set folder (<root>/shards/<collection>-<hash>)")
     parser.add_argument("--deep", action="store_true", help="also decode every member of every sample")
     args = parser.parse_args(argv)
-    try:
-        ss = open_shard_set(args.shard_set, check_routes=False)
-    except ShardSetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    report = verify_shard_set(ss, deep=args.deep)
-    print(report.summary())
-    return 0 if report.ok else 1
+
+    def run() -> int:
+        report = verify_shard_set(open_shard_set(args.shard_set, check_routes=False), deep=args.deep)
+        print(report.summary())
+        return 0 if report.ok else 1
+
+    return run_guarded(run, args.verbose, prog)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m leadio.shard") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["verify"]:
-        return _verify(argv[1:])
-    from leadio.shard.build import DEFAULT_SHARD_SIZE, build_shard_set, merge_shard_set, shard_set_dir
+        return _verify(argv[1:], prog if prog.endswith("verify") else f"{prog} verify")
+    from leadio.cli import add_root, make_parser, run_guarded, workers_help
+    from leadio.shard.build import build_shard_set, merge_shard_set, shard_set_dir
 
-    parser = argparse.ArgumentParser(prog="python -m leadio.shard", description=__doc__.split("\n\n")[0],
-                                     epilog="Subcommand: verify <shard set> [--deep]")
-    parser.add_argument("--root", required=True, help="dataset root (data/carla_leaderboard2)")
+    parser = make_parser(prog, DESCRIPTION, epilog=EXAMPLES)
+    add_root(parser)
     parser.add_argument("--collection", default="full_pretrain",
                         help="bucket collection: full_pretrain, full_posttrain or a JSON spec")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
-    parser.add_argument("--shard-size", type=parse_size, default=DEFAULT_SHARD_SIZE, help="target shard size")
-    parser.add_argument("--samples-per-shard", type=int, default=None, help="fixed samples per shard")
-    parser.add_argument("--part", default=None, help="i/N: write only part i of N (cluster mode)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help=workers_help())
+    parser.add_argument("--shard-size", type=parse_size, default="256MiB",
+                        help="target shard size (e.g. 256MB = 256e6 bytes, 1GiB = 2^30)")
+    parser.add_argument("--samples-per-shard", type=int, default=None,
+                        help="fixed samples per shard (overrides --shard-size)")
+    parser.add_argument("--part", default=None,
+                        help="i/N: write only part i of N, counting from 0 (0/N .. N-1/N; cluster mode, then --merge)")
     parser.add_argument("--merge", action="store_true", help="write catalog and manifest from finished parts")
-    parser.add_argument("--dataset-config", default=None, help="sensor setup (default: from the root path)")
+    parser.add_argument("--dataset-config", default=None, help="sensor setup name (default: from the root path)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
-    if args.merge and args.part is None:
-        from leadio.buckets import load_or_build
 
-        config = dataset_config_for_root(args.root, args.dataset_config)
-        coll, _ = load_or_build(args.root, args.collection)
-        path = merge_shard_set(args.root, shard_set_dir(args.root, coll.name, config), config)
-        print(f"merged: {path}")
+    def run() -> int:
+        if args.merge and args.part is None:
+            from leadio.buckets import load_or_build
+
+            config = dataset_config_for_root(args.root, args.dataset_config)
+            coll, _ = load_or_build(args.root, args.collection, dataset_config=config.name)
+            path = merge_shard_set(args.root, shard_set_dir(args.root, coll.name, config), config)
+            print(f"merged: {path}")
+            return 0
+        report = build_shard_set(args.root, args.collection, workers=args.workers, shard_size=args.shard_size,
+                                 samples_per_shard=args.samples_per_shard, part=args.part,
+                                 merge=True if args.merge else None, progress=not args.quiet,
+                                 dataset_config=args.dataset_config)
+        print(report.summary())
         return 0
-    report = build_shard_set(args.root, args.collection, workers=args.workers, shard_size=args.shard_size,
-                             samples_per_shard=args.samples_per_shard, part=args.part,
-                             merge=True if args.merge else None, progress=not args.quiet,
-                             dataset_config=args.dataset_config)
-    print(report.summary())
-    return 0
+
+    return run_guarded(run, args.verbose, prog)
 
 
 if __name__ == "__main__":

@@ -209,7 +209,8 @@ def _parse_part(part: str | None) -> tuple[int, int]:
         return 0, 1
     m = re.fullmatch(r"(\d+)/(\d+)", part)
     if not m or not int(m[1]) < int(m[2]):
-        raise ValueError(f"--part must be i/N with 0 <= i < N (e.g. 0/4), got {part!r}")
+        raise ValueError(f"--part must be i/N with 0 <= i < N, counting from 0 (the parts of 4 are 0/4 .. 3/4), "
+                         f"got {part!r}")
     return int(m[1]), int(m[2])
 
 
@@ -231,10 +232,10 @@ def build_shard_set(root: str | Path, collection: str = "full_pretrain", *, work
     """
     t0 = time.perf_counter()
     root = Path(root)
-    config = dataset_config_for_root(root, dataset_config)
     i, n = _parse_part(part)
+    config = dataset_config_for_root(root, dataset_config)
     merge = (part is None) if merge is None else merge
-    coll, bucket_file = load_or_build(root, collection, workers=workers)
+    coll, bucket_file = load_or_build(root, collection, workers=workers, dataset_config=config.name)
     set_dir = shard_set_dir(root, coll.name, config)
     assignment = plan_shards(root, coll, config, shard_size, samples_per_shard)
     assignment["pipeline_hash"] = pipeline_hash(config)
@@ -290,6 +291,9 @@ def merge_shard_set(root: str | Path, set_dir: str | Path, config: DatasetConfig
     """
     root, set_dir = Path(root), Path(set_dir)
     config = config or dataset_config_for_root(root)
+    if not (set_dir / "assignment.json").exists():
+        raise FileNotFoundError(f"cannot merge {set_dir}: it has no assignment.json, so no part of it was written; "
+                                f"run the --part i/N builds first (or build without --part)")
     assignment = json.loads((set_dir / "assignment.json").read_text())
     jobs = _jobs(assignment)
     missing = [j for j in jobs if not shard_is_complete(set_dir, j)]

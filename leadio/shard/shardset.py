@@ -21,7 +21,7 @@ from leadio.format import DATASET_CONFIGS, DatasetConfig, list_frames
 from leadio.preprocess import Member, decode_member, member_layout, pipeline_hash
 from leadio.read import ReadError, SessionCache, resolve
 
-__all__ = ["ShardSet", "ShardSetError", "StaleShardSetError", "open_shard_set"]
+__all__ = ["ShardSet", "ShardSetError", "StaleShardSetError", "locate_shard_set", "open_shard_set"]
 
 
 class ShardSetError(ValueError):
@@ -168,6 +168,64 @@ def _open_remote(url: str, cache_dir: str | Path | None, cache_bytes: int) -> tu
     return manifest_path.parent, manifest, cache
 
 
+def _no_manifest(path: Path) -> str:
+    """Why ``path`` (no manifest.json) is not an openable shard set, and what to do."""
+    if not path.exists():
+        return f"shard set {path} does not exist; build one with `python -m leadio.shard --root <dataset root>`"
+    if (path / "data").is_dir() or (path / "shards").is_dir():
+        return (f"{path} is a dataset root, not a shard set: open_dataset({str(path)!r}, collection=...) finds its "
+                f"set, or pass <root>/shards/<collection>-<hash>")
+    if (path / "assignment.json").exists():
+        return (f"{path} has no manifest.json: the build did not finish (or --part builds were not merged); rerun "
+                f"`python -m leadio.shard` or `python -m leadio.shard --merge`")
+    return f"{path} is not a shard set (no manifest.json); pass <root>/shards/<collection>-<hash> or a dataset root"
+
+
+def _collection_name(collection) -> str:
+    if collection is None:
+        return "full_pretrain"
+    if hasattr(collection, "name"):
+        return collection.name
+    from leadio.buckets.builders import _resolve
+
+    return _resolve(collection)[1]["name"]
+
+
+def locate_shard_set(location, collection=None, root: str | Path | None = None) -> tuple[object, Path | None]:
+    """(shard set, dataset root) for what a user passed to ``open_dataset``.
+
+    A shard set (folder, URL or `ShardSet`) comes back unchanged. A local dataset root (a folder holding
+    ``data/`` or ``shards/`` and no ``manifest.json``) resolves to its set under ``shards/`` that serves
+    ``collection``: the collection's own set, else the ``full_pretrain`` set (which serves posttrain). Among
+    sets of one collection built by different pipelines, the current one wins; an older one alone is returned
+    so that opening it says it is stale and how to rebuild it.
+
+    Raises:
+        ShardSetError: the root has no shard set for the collection (names the command that builds it).
+    """
+    if isinstance(location, ShardSet) or _is_remote(location):
+        return location, root
+    path = Path(str(location).removeprefix("file://"))
+    if (path / "manifest.json").exists() or not ((path / "data").is_dir() or (path / "shards").is_dir()):
+        return location, root
+    name = _collection_name(collection)
+    for candidate in dict.fromkeys([name, "full_pretrain"]):
+        found = []
+        for manifest_path in sorted((path / "shards").glob(f"{candidate}-*/manifest.json")):
+            try:
+                manifest = json.loads(manifest_path.read_text())
+                config = DATASET_CONFIGS.get(manifest["dataset_config"])
+                current = config is not None and manifest["pipeline"]["hash"] == pipeline_hash(config)
+            except (OSError, ValueError, KeyError):
+                current = False
+            found.append((current, manifest_path.stat().st_mtime, manifest_path.parent))
+        if found:
+            return max(found)[2], path if root is None else Path(root)
+    raise ShardSetError(f"dataset root {path} has no shard set for collection {name!r} (nothing under "
+                        f"{path / 'shards'}); build it with `python -m leadio.shard --root {path} --collection "
+                        f"{name}`")
+
+
 def open_shard_set(path: str | Path, *, root: str | Path | None = None, check_routes: bool | str = "quick",
                    cache_dir: str | Path | None = None, cache_bytes: int = 64 * 1024**3) -> ShardSet:
     """Open the shard set at ``path`` after checking that it is complete and current.
@@ -196,8 +254,7 @@ def open_shard_set(path: str | Path, *, root: str | Path | None = None, check_ro
     path = Path(str(path).removeprefix("file://"))
     manifest_path = path / "manifest.json"
     if not manifest_path.exists():
-        raise ShardSetError(f"{path} has no manifest.json: the build did not finish (or --part builds were not "
-                            f"merged); rerun `python -m leadio.shard` or `python -m leadio.shard --merge`")
+        raise ShardSetError(_no_manifest(path))
     try:
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as e:
