@@ -31,14 +31,14 @@ from leadio.buckets import BucketCollection, load_or_build
 from leadio.decode.cpu import decode_batch
 from leadio.decode.dali import DaliDecoder, dali_available, gpu_available
 from leadio.decode.fields import DEFAULT_KEYS, members_for_keys
-from leadio.plan import EpochPlan, global_sequence, rank_plan
+from leadio.plan import EpochPlan, Shuffle, global_sequence, rank_plan, resolve_shuffle
 from leadio.preprocess import Member, member_name
-from leadio.shard.shardset import ShardSet, ShardSetError, open_shard_set
+from leadio.shard.shardset import ShardSet, ShardSetError, locate_shard_set, open_shard_set
 
 __all__ = ["LeadLoader", "LoaderStats", "SampleDataset", "collection_rows", "open_dataset", "world_from_env"]
 
 log = logging.getLogger(__name__)
-STATE_VERSION = 1
+STATE_VERSION = 2  # 1: window shuffle, no algorithm recorded; 2: the shuffle is part of the state
 
 
 def world_from_env() -> tuple[int, int]:
@@ -90,16 +90,16 @@ class _PlanSource:
     """Everything a worker needs to compute plans; pickled to workers once."""
 
     def __init__(self, bucket_rows, shard_of_row, collection, seed, world_size, rank, perturbation_rate,
-                 uneven, window):
+                 uneven, shuffle: Shuffle):
         self.bucket_rows, self.shard_of_row, self.collection = bucket_rows, shard_of_row, collection
         self.seed, self.world_size, self.rank = seed, world_size, rank
-        self.perturbation_rate, self.uneven, self.window = perturbation_rate, uneven, window
+        self.perturbation_rate, self.uneven, self.shuffle = perturbation_rate, uneven, shuffle
 
     @lru_cache(maxsize=2)  # noqa: B019 - bounded, and the object lives as long as the loader
     def plan(self, epoch: int, start: int, world_size: int, rank: int) -> EpochPlan:
         rows, views = global_sequence(self.bucket_rows, self.collection.rates_at(epoch), self.shard_of_row,
                                       epoch=epoch, seed=self.seed, perturbation_rate=self.perturbation_rate,
-                                      window=self.window)
+                                      shuffle=self.shuffle)
         return rank_plan(rows, views, epoch=epoch, world_size=world_size, rank=rank, start=start, uneven=self.uneven)
 
 
@@ -195,10 +195,11 @@ class LeadLoader:
 
     def __init__(self, shard_set: ShardSet, collection: BucketCollection, *, keys: Sequence[str], batch_size: int,
                  backend: str, world_size: int, rank: int, seed: int, num_workers: int,
-                 perturbation_rate: float, uneven: str, window: int, on_error: str, pin_memory: bool,
+                 perturbation_rate: float, uneven: str, shuffle: Shuffle, on_error: str, pin_memory: bool,
                  persistent_workers: bool, device: str | None):
         self.shard_set, self.collection = shard_set, collection
         self.keys, self.batch_size, self.backend = list(keys), batch_size, backend
+        self.shuffle = shuffle
         self.world_size, self.rank, self.seed = world_size, rank, seed
         self.stats = LoaderStats()
         self.epoch = 0
@@ -206,7 +207,7 @@ class LeadLoader:
         self._first_batch = 0    # batches of that plan already yielded
         self.members = members_for_keys(keys, shard_set.layout)
         self.plans = _PlanSource(collection_rows(shard_set, collection), shard_set.catalog["shard"], collection,
-                                 seed, world_size, rank, perturbation_rate, uneven, window)
+                                 seed, world_size, rank, perturbation_rate, uneven, shuffle)
         self._dataset = _BatchDataset(shard_set, self.plans, self.members, batch_size, backend, on_error)
         self._dali = None
         if backend == "dali":
@@ -263,15 +264,33 @@ class LeadLoader:
         return {"version": STATE_VERSION, "epoch": self.epoch, "seed": self.seed, "batch_size": self.batch_size,
                 "consumed": self._start + self._first_batch * self.batch_size * self.world_size,
                 "world_size": self.world_size, "collection": self.collection.name,
-                "shard_set": self.shard_set.path.name}
+                "shard_set": self.shard_set.path.name, "shuffle": self.shuffle.state()}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from a `state_dict` (possibly saved with another world size: the rest is re-split).
 
+        A version-1 state (saved before shuffles had names) resumes only with ``shuffle="window"``, whose
+        order is version 1's, bit for bit.
+
         Raises:
-            ValueError: the state belongs to another seed, collection or state version (names both values).
+            ValueError: the state belongs to another seed, collection, shuffle or state version (names both).
         """
-        for key, mine in (("version", STATE_VERSION), ("seed", self.seed), ("collection", self.collection.name)):
+        version = state.get("version")
+        if version == 1:
+            theirs = {"algorithm": "window", "window": 256}
+            if self.shuffle.state() != theirs:
+                raise ValueError(f"loader state has version 1 (shuffle window(256)), this loader has version "
+                                 f"{STATE_VERSION} with shuffle {self.shuffle.describe()}; resume that run with "
+                                 f"shuffle='window' (its order), or start the epoch afresh")
+        elif version != STATE_VERSION:
+            raise ValueError(f"loader state has version={version!r}, this loader has {STATE_VERSION!r}; "
+                             f"resume with the same version")
+        elif state.get("shuffle") != self.shuffle.state():
+            theirs = Shuffle.from_state(state["shuffle"]).describe() if state.get("shuffle") else "none"
+            raise ValueError(f"loader state has shuffle {theirs}, this loader has {self.shuffle.describe()}; "
+                             f"resume with the same shuffle (e.g. open_dataset(..., shuffle="
+                             f"{state.get('shuffle', {}).get('algorithm')!r}))")
+        for key, mine in (("seed", self.seed), ("collection", self.collection.name)):
             if state.get(key) != mine:
                 raise ValueError(f"loader state has {key}={state.get(key)!r}, this loader has {mine!r}; "
                                  f"resume with the same {key}")
@@ -323,14 +342,15 @@ def _choose_backend(backend: str) -> str:
 def open_dataset(shard_set: str | Path | ShardSet, *, collection: str | BucketCollection | None = None,
                  keys: Sequence[str] = DEFAULT_KEYS, batch_size: int = 32, backend: str = "auto",
                  world_size: int | None = None, rank: int | None = None, seed: int = 0, num_workers: int = 0,
-                 perturbation_rate: float = 0.5, uneven: str = "drop", window: int = 256, on_error: str = "raise",
+                 perturbation_rate: float = 0.5, uneven: str = "drop", shuffle: str | Shuffle = "auto",
+                 block_shards: int | None = None, on_error: str = "raise",
                  pin_memory: bool = False, persistent_workers: bool = True, device: str | None = None,
                  root: str | Path | None = None, cache_dir: str | Path | None = None,
                  cache_bytes: int = 64 * 1024**3) -> LeadLoader:
     """Open a shard set for training.
 
     Args:
-        shard_set: the set folder (or an opened `ShardSet`).
+        shard_set: the set folder (or an opened `ShardSet`), or a dataset root: its set for ``collection``.
         collection: bucket collection to plan over (shipped name, JSON spec, or object); default: the one the
             set was built for. Any collection whose frames the set holds works (posttrain over a pretrain set).
         keys: fields to load (see `leadio.decode.fields`).
@@ -341,7 +361,12 @@ def open_dataset(shard_set: str | Path | ShardSet, *, collection: str | BucketCo
         num_workers: DataLoader worker processes.
         perturbation_rate: probability of the perturbated view.
         uneven: ``"drop"`` or ``"pad"`` for sample counts not divisible by the world size.
-        window: plan shuffle window.
+        shuffle: order of the epoch (`leadio.plan.shuffle`): ``"auto"`` (default) is ``"uniform"`` for a local
+            set (batches as diverse as the reference's uniform shuffle) and ``"block"`` for a remote one (at
+            most ``block_shards`` shards resident in the session cache at once); ``"window"`` is the version-1
+            order; or a `leadio.plan.Shuffle`.
+        block_shards: shards per block of the ``block`` shuffle; default: as many as fit twice in
+            ``cache_bytes``.
         on_error: ``"raise"`` (default) or ``"skip"``: unreadable samples are replaced by another sample of the
             same batch, counted in ``loader.stats`` and logged.
         pin_memory: pin batches for faster host-to-device copies.
@@ -355,6 +380,7 @@ def open_dataset(shard_set: str | Path | ShardSet, *, collection: str | BucketCo
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    shard_set, root = locate_shard_set(shard_set, collection, root)  # a dataset root -> its shard set
     ss = shard_set if isinstance(shard_set, ShardSet) else open_shard_set(shard_set, root=root, cache_dir=cache_dir,
                                                                           cache_bytes=cache_bytes)
     if world_size is None or rank is None:
@@ -370,8 +396,11 @@ def open_dataset(shard_set: str | Path | ShardSet, *, collection: str | BucketCo
             raise ValueError(f"collection={collection!r} is built from a dataset root, but the shard set is remote "
                              f"({ss.base}); pass root=<dataset root> or a BucketCollection")
         coll, _ = load_or_build(Path(root) if root is not None else ss.path.parent.parent, collection)
+    order = resolve_shuffle(shuffle, block_shards=block_shards, remote=ss.base is not None,
+                            max_shard_bytes=max((int(e["bytes"]) for e in ss.manifest["shards"]), default=1),
+                            cache_bytes=ss.cache.max_bytes if ss.cache is not None else cache_bytes)
     return LeadLoader(ss, coll, keys=keys, batch_size=batch_size, backend=_choose_backend(backend),
                       world_size=world_size, rank=rank, seed=seed, num_workers=num_workers,
-                      perturbation_rate=perturbation_rate, uneven=uneven, window=window, on_error=on_error,
+                      perturbation_rate=perturbation_rate, uneven=uneven, shuffle=order, on_error=on_error,
                       pin_memory=pin_memory, persistent_workers=persistent_workers, device=device)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leadio.plan import bucket_counts, global_sequence, rank_plan
+from leadio.plan import Shuffle, bucket_counts, global_sequence, rank_plan
 
 # 3 buckets over 60 rows in 12 shards of 5 rows (rows are in shard order, as in a shard set's catalog)
 SHARD = np.repeat(np.arange(12), 5)
@@ -53,7 +53,7 @@ def test_views_follow_perturbation_rate():
 
 
 def test_reads_stay_grouped_by_shard():
-    rows, _ = global_sequence([np.arange(60)], [1.0], SHARD, epoch=0, seed=0, window=5)
+    rows, _ = global_sequence([np.arange(60)], [1.0], SHARD, epoch=0, seed=0, shuffle=Shuffle("window", window=5))
     # with a window of one shard, every run of 5 is exactly one shard's rows
     for a in range(0, 60, 5):
         assert len(set(SHARD[rows[a:a + 5]].tolist())) == 1

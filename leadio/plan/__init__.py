@@ -1,16 +1,16 @@
 """The epoch plan: exactly which samples each rank sees in epoch e, in which order and from which view.
 
-A pure function of (bucket rows, rates, shard of each row, epoch, seed, world size, rank) — no I/O, no
-torch.distributed, no global RNG — so every rank, every DataLoader worker, a test and a benchmark compute the
-same plan from the same inputs.
+A pure function of (bucket rows, rates, shard of each row, shuffle, epoch, seed, world size, rank) — no I/O,
+no torch.distributed, no global RNG — so every rank, every loader worker, a test, the simulator and a
+benchmark compute the same plan from the same inputs.
 
 Construction of the *global* sequence of epoch e (rng = ``default_rng([seed, epoch])``):
 
 1. bucket b contributes round(len_b * rate_b(e)) samples: a random subset when the rate is <= 1; whole passes
    plus a random remainder when it is > 1 (LEAD's semantics, with round instead of int); rate 0 costs nothing.
-2. samples are grouped by shard (the catalog is in shard order, so sorting by row keeps each shard's samples
-   in offset order); the shard blocks are shuffled; then the sequence is permuted within windows of
-   ``window`` samples. Shuffle quality comes from the plan, reads stay close to sequential per shard.
+2. the chosen samples are ordered by the shuffle algorithm (`leadio.plan.shuffle`): ``uniform`` (default for
+   local sets: batches as diverse as the reference's uniform shuffle), ``block`` (remote sets: at most
+   ``block_shards`` shards resident at once) or ``window`` (the version-1 order).
 3. each sample draws its sensor view: perturbated with probability ``perturbation_rate`` (LEAD: 0.5).
 
 Ranks take the global sequence interleaved (rank r gets positions r, r+W, r+2W, ...) after dropping the last
@@ -18,6 +18,10 @@ len % W samples (or padding by repeating the first ones), so every rank has the 
 the consumed part of an epoch a *prefix* of the global sequence whatever the world size: resuming after
 ``consumed`` samples is "plan the rest, ``global[consumed:]``, for the new world size" — no sample repeated or
 lost, even when the world size changed.
+
+What a batch is made of: rank r's batch k holds global positions r + W*(kB + j), j < B, so the W ranks'
+batches k together are one contiguous stretch of W*B positions of the global sequence. Under ``uniform`` that
+stretch is a uniform sample of the epoch; under ``block`` it is a uniform sample of the current block.
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EpochPlan", "bucket_counts", "global_sequence", "rank_plan"]
+from leadio.plan.shuffle import PLAN_VERSION, SHUFFLES, Shuffle, resolve_shuffle
+
+__all__ = ["PLAN_VERSION", "SHUFFLES", "EpochPlan", "Shuffle", "bucket_counts", "global_sequence", "rank_plan",
+           "resolve_shuffle"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,7 @@ def bucket_counts(sizes: Sequence[int], rates: Sequence[float]) -> list[int]:
 
 
 def global_sequence(bucket_rows: Sequence[np.ndarray], rates: Sequence[float], shard_of_row: np.ndarray, *,
-                    epoch: int, seed: int, perturbation_rate: float = 0.5, window: int = 256
+                    epoch: int, seed: int, perturbation_rate: float = 0.5, shuffle: Shuffle | str = "uniform"
                     ) -> tuple[np.ndarray, np.ndarray]:
     """The epoch's global sample order and views (see the module docstring).
 
@@ -69,7 +76,7 @@ def global_sequence(bucket_rows: Sequence[np.ndarray], rates: Sequence[float], s
         shard_of_row: shard index of every catalog row (the catalog is sorted by shard).
         epoch, seed: with the other inputs, determine everything.
         perturbation_rate: probability of serving the perturbated view.
-        window: permutation window (samples) applied after the shard-block shuffle.
+        shuffle: a `Shuffle`, or the name of an algorithm that needs no parameters (``"uniform"``).
 
     Returns:
         (rows int64 (L,), views uint8 (L,)).
@@ -78,6 +85,7 @@ def global_sequence(bucket_rows: Sequence[np.ndarray], rates: Sequence[float], s
         raise ValueError(f"epoch must be >= 0, got {epoch}")
     if not 0.0 <= perturbation_rate <= 1.0:
         raise ValueError(f"perturbation_rate must be in [0, 1], got {perturbation_rate}")
+    spec = Shuffle(shuffle) if isinstance(shuffle, str) else shuffle
     rng = np.random.default_rng([seed, epoch])
     counts = bucket_counts([len(b) for b in bucket_rows], rates)
     chosen = []
@@ -90,13 +98,7 @@ def global_sequence(bucket_rows: Sequence[np.ndarray], rates: Sequence[float], s
     if not chosen:
         return np.zeros(0, np.int64), np.zeros(0, np.uint8)
     rows = np.sort(np.concatenate(chosen), kind="stable")
-    shards = shard_of_row[rows]
-    starts = np.flatnonzero(np.r_[True, shards[1:] != shards[:-1]])
-    blocks = np.split(rows, starts[1:])
-    order = rng.permutation(len(blocks))
-    rows = np.concatenate([blocks[i] for i in order])
-    for a in range(0, len(rows), window):
-        rows[a:a + window] = rng.permutation(rows[a:a + window])
+    rows = SHUFFLES[spec.algorithm](rows, shard_of_row[rows], rng, spec)
     views = (rng.random(len(rows)) < perturbation_rate).astype(np.uint8)
     return rows, views
 
