@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import importlib
 
+__version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
+
 __all__ = [
+    "__version__",
     "Bucket",
     "BucketCollection",
     "LeadLoader",

@@ -23,8 +23,9 @@ wait and then reuse it) and one for the whole cache (accounting, eviction, renam
 lock when its holder dies, ``kill -9`` included, so a crash never leaves a stale lock. The temp file of a
 killed download (``.<name>.part-<pid>-<tag>``) is removed by the next process that takes that entry's lock,
 or by any accounting scan that finds the entry lock free (a free lock proves the writer is gone; a pid check
-would not, given pid reuse and containers). Lock files are empty and never deleted (deleting a flock file
-races with its next user); empty folders stay too. flock is local to one machine, so the cache folder must be
+would not, given pid reuse and containers). Lock files are empty, live under ``<cache>/locks/`` (never beside
+a cached file, where a Zarr reader would list them) and are never deleted (deleting a flock file races with its
+next user); empty folders stay too. flock is local to one machine, so the cache folder must be
 on a local disk, which is what a session cache is for. Evicting a file that another process is reading is
 safe on POSIX (an open fd keeps working after unlink); a reader that has only the path and finds it gone
 re-fetches once (``SessionCache.read_ranges`` does). If ``max_bytes`` is smaller than the shards that all
@@ -302,10 +303,6 @@ def _flock(path: Path, blocking: bool = True) -> Iterator[bool]:
         os.close(fd)  # closing the only fd of the open file description releases the lock
 
 
-def _entry_lock(path: Path) -> Path:
-    return path.with_name(f".{path.name}.lock")
-
-
 def resolve(base: str, relative: str) -> str:
     """Join a shard-set location (path or URL) with a relative path from its manifest.
 
@@ -368,6 +365,14 @@ class SessionCache:
             raise ValueError(f"session cache key {key!r} must be a relative path without '..' or hidden parts")
         return self.directory.joinpath(area, *parts)
 
+    def _entry_lock(self, path: Path) -> Path:
+        """An entry's lock file, under ``locks/``: beside the entry, a Zarr reader of a cached catalog would list
+        it (and warn that it is not a Zarr object)."""
+        rel = path.relative_to(self.directory)
+        lock = self.directory / "locks" / rel.parent / f".{rel.name}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        return lock
+
     def _scan(self) -> tuple[int, int, list[tuple[int, str, int]]]:
         """(total bytes, pinned bytes, evictable ``(mtime_ns, path, size)``); call under the cache lock.
 
@@ -384,7 +389,7 @@ class SessionCache:
                     continue
                 m = _TEMP.match(name)
                 if m:
-                    with _flock(_entry_lock(path.with_name(m["entry"])), blocking=False) as free:
+                    with _flock(self._entry_lock(path.with_name(m["entry"])), blocking=False) as free:
                         if free:
                             log.info("session cache: removing %s left by a dead download", path)
                             path.unlink(missing_ok=True)
@@ -474,7 +479,7 @@ class SessionCache:
         if self._hit(path, size):
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _flock(_entry_lock(path)):
+        with _flock(self._entry_lock(path)):
             if self._hit(path, size):  # another process downloaded it while we waited
                 return path
             if path.exists():
@@ -506,7 +511,7 @@ class SessionCache:
         if self._hit(path, None):
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _flock(_entry_lock(path)):
+        with _flock(self._entry_lock(path)):
             if self._hit(path, None):
                 return path
             limit = min(self.max_bytes, 256 * 1024**2)

@@ -259,7 +259,7 @@ def test_killed_downloader_leaves_no_stale_lock_and_its_temp_is_removed(tmp_path
     assert ready.exists(), child.communicate()
     temp = Path(ready.read_text())
     assert temp.exists() and temp.stat().st_size == 1000 and f".part-{child.pid}-" in temp.name
-    lock = cache_dir / "data" / "set" / ".000000.tar.lock"
+    lock = cache_dir / "locks" / "data" / "set" / ".000000.tar.lock"
     with open(lock) as f:  # the child holds the entry lock ...
         with pytest.raises(BlockingIOError):
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
