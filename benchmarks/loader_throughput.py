@@ -67,6 +67,7 @@ import psutil
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from benchmarks.plot import plot_results
 from benchmarks.reference_loaders import (
     ReferenceCacheDataset,
     ReferenceRawDataset,
@@ -604,33 +605,6 @@ def targets_report(results: Sequence[Result]) -> list[dict]:
     return out
 
 
-def plot(results: Sequence[Result], path: Path, title: str) -> None:
-    """Grouped bars: samples/s per loader, one bar per worker count (log scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    loaders = [n for n in LOADERS if any(r.loader == n for r in results)]
-    workers = sorted({r.workers for r in results})
-    by = {(r.loader, r.workers): r.samples_per_s for r in results}
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    width = 0.8 / len(workers)
-    for j, w in enumerate(workers):
-        xs = [i + (j - (len(workers) - 1) / 2) * width for i in range(len(loaders))]
-        ys = [by.get((n, w), 0.0) for n in loaders]
-        bars = ax.bar(xs, ys, width, label=f"{w} worker{'s' if w > 1 else ''}")
-        ax.bar_label(bars, labels=[f"{y:.0f}" for y in ys], fontsize=7, padding=2)
-    ax.set_xticks(range(len(loaders)), loaders)
-    ax.set_yscale("log")
-    ax.set_ylabel("samples / s")
-    ax.set_title(title, fontsize=9)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -772,8 +746,7 @@ def run_benchmark(root: Path, *, workers: Sequence[int], samples: int, passes: i
     meta["seconds_total"] = round(time.perf_counter() - t_start, 1)
     (out_dir / f"{NAME}.md").write_text(table)
     (out_dir / f"{NAME}.json").write_text(json.dumps(doc, indent=1) + "\n")
-    plot(results, out_dir / f"{NAME}.png",
-         f"{n} samples, batch {batch_size}, {mode} cache, {os.cpu_count()} cores: samples/s (log)")
+    plot_results(doc, out_dir / f"{NAME}.png")  # linear bars, ratios, machine/date/caveats caption
     print("\n" + table)
     for t in doc["targets"]:
         print(f"target leadio cpu >= {t['target']}x {t['against']} (workers={t['workers']}): "
