@@ -302,7 +302,8 @@ def build_catalog(root: str | Path, *, workers: int = 1, on_error: str = "raise"
         on_error: ``"raise"`` stops at the first bad route; ``"skip"`` leaves bad routes out, counts them and
             names them in the report and in the catalog's ``skipped_routes`` attribute.
         progress: show a progress bar.
-        dataset_config: explicit dataset config name (default: chosen from the root's path).
+        dataset_config: explicit dataset config name (default: the one the root's catalog was built with, else
+            chosen from the root's path).
 
     Raises:
         RouteError, FrameReadError: a route is malformed (with ``on_error="raise"``).
@@ -313,8 +314,10 @@ def build_catalog(root: str | Path, *, workers: int = 1, on_error: str = "raise"
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     t0 = time.perf_counter()
     root = Path(root)
-    config = dataset_config_for_root(root, dataset_config)
     path = root / CATALOG_NAME
+    if dataset_config is None and (path / "zarr.json").exists():  # the root's catalog remembers its sensor setup
+        dataset_config = zarr.open_group(path, mode="r").attrs.get("dataset_config")
+    config = dataset_config_for_root(root, dataset_config)
     found = discover_routes(root)
     trainable = [r for r in found if r.trainable]
     fingerprints = {r.rel_path: route_fingerprint(r.path(root)) for r in trainable}

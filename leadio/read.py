@@ -3,11 +3,16 @@
 Reads. A *location* is a local path or ``file://`` URL (``os.pread``; one open per call), an ``http(s)://`` URL
 (stdlib urllib, one ``Range: bytes=a-b`` request per span; a server that ignores Range and answers 200 is
 tolerated by streaming past the prefix, which costs that prefix's transfer), or any other fsspec URL
-(``s3://``, ``gs://``, ``memory://``, ...; open, seek, read). Remote ranges are sorted and coalesced when the gap
-between them is below 64 KiB (spans up to 16 MiB), which cuts request counts for the members of one sample;
-local ranges are not coalesced, since a separate pread costs nothing and a merged one copies the gaps.
-urllib has no connection pool, so every request pays a connect (and TLS handshake): train from remote sets
-through the session cache, not by ranged reads.
+(``s3://``, ``gs://``, ``memory://``, ...; ``cat_ranges``, which the cloud backends run concurrently). Remote
+ranges are sorted and coalesced when the gap between them is below 64 KiB (spans up to 16 MiB), which cuts
+request counts for the members of one sample; local ranges are not coalesced, since a separate pread costs
+nothing and a merged one copies the gaps.
+
+Why urllib and not fsspec's HTTP filesystem (which pools connections and has ``cat_ranges`` too): fsspec's
+HTTP backend needs aiohttp (and its half-dozen dependencies) in every install, and the pool would pay off only
+for ranged reads straight from a server, which training should not do: train from remote sets through the
+session cache, which streams each shard once. urllib has no connection pool, so every ranged request pays a
+connect (and TLS handshake).
 
 Session cache (LEAD's ``training_session_cache``). Shards on slow or remote storage are copied to a local
 folder on first use and served from there, bounded by ``max_bytes`` with least-recently-used eviction
@@ -147,16 +152,21 @@ def _http_span(url: str, start: int, end: int) -> bytes:
 
 
 def _fsspec_spans(url: str, spans: list[tuple[int, int]]) -> list[bytes]:
-    import fsspec
+    """The spans through fsspec's ``cat_ranges`` (concurrent ranged GETs on s3/gcs; plain reads elsewhere)."""
+    from fsspec.core import url_to_fs
 
+    fs, path = url_to_fs(url)
+    blobs = fs.cat_ranges([path] * len(spans), [a for a, _ in spans], [b for _, b in spans], on_error="return")
     out = []
-    with fsspec.open(url, "rb") as f:
-        for start, end in spans:
-            f.seek(start)
-            data = _read_upto(f, end - start, url)
-            if len(data) < end - start:
-                raise _truncated(url, start, end, f.seek(0, os.SEEK_END))
-            out.append(data)
+    for (start, end), blob in zip(spans, blobs, strict=True):
+        if isinstance(blob, FileNotFoundError):
+            raise blob
+        if isinstance(blob, BaseException) or len(blob) < end - start:
+            size = fs.size(path)  # FileNotFoundError when the file is gone
+            if size is not None and size < end:
+                raise _truncated(url, start, end, size)
+            raise ReadError(f"{url}: bytes {start}..{end} cannot be read ({type(blob).__name__}: {blob})", url)
+        out.append(blob)
     return out
 
 
@@ -446,8 +456,8 @@ class SessionCache:
                 os.fsync(f.fileno())
             with _flock(self.directory / ".lock"):  # renames under the lock keep scans from missing the file
                 os.replace(tmp, path)
-            now = time.time_ns()
-            os.utime(path, ns=(now, now))
+                now = time.time_ns()  # still under the lock: an eviction in between would find it LRU-oldest
+                os.utime(path, ns=(now, now))
         finally:
             tmp.unlink(missing_ok=True)
 
