@@ -53,15 +53,13 @@ from leadio.decode.cpu import split_targets
 from leadio.decode.fields import FIELD_MEMBER
 from leadio.format import DatasetConfig, frame_file, load_lzma_pickle, read_frame
 from leadio.preprocess import Member, member_layout, member_name
+from leadio.preprocess import targets_record as preprocess_targets_record
 from leadio.shard import ShardSet
 from leadio.targets import (
     LIDAR_USED_TIME_STEPS,
-    TARGET_RECORD_BYTES,
     bev_semantic,
     box_rows,
     lidar_bev_histogram,
-    pack_targets,
-    planning_targets,
     radar_input,
 )
 
@@ -115,17 +113,8 @@ def _radar_points_per_sensor(config: DatasetConfig) -> int:
 
 
 def targets_record(meta: dict, num_boxes: int) -> np.ndarray:
-    """The planning-target record leadio stores (float32: `TARGET_LAYOUT` fields, has_targets, num_boxes).
-
-    Frames too close to the route end (fewer than 41 future positions) get NaN targets and has_targets 0.
-    """
-    try:
-        record, has = np.frombuffer(pack_targets(planning_targets(meta, False)), "<f4"), 1.0
-    except ValueError:
-        if meta.get("future_positions") is not None and len(meta["future_positions"]) >= 41:
-            raise
-        record, has = np.full(TARGET_RECORD_BYTES // 4, np.nan, np.float32), 0.0
-    return np.concatenate([record, np.array([has, num_boxes], np.float32)]).astype(np.float32)
+    """The target record leadio stores for the normal view (`leadio.preprocess.targets_record`), as float32."""
+    return np.frombuffer(preprocess_targets_record(meta, False, num_boxes), "<f4").astype(np.float32)
 
 
 def sample_fields(arrays: dict[str, np.ndarray], row: int, view: int = 0) -> dict[str, np.ndarray]:

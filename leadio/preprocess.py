@@ -19,8 +19,11 @@ member           encoding      decoded                                    from
 ===============  ============  =========================================  ==============================
 
 LZ4 members are raw blocks without a size prefix (the decoded size is fixed by the layout), which is what
-DALI's GPU inflate operator takes. Targets of frames too close to the route end (fewer than 41 future
-positions) are stored as NaN with ``has_targets = 0``; the post-training buckets never draw them.
+DALI's GPU inflate operator takes. The ``targets`` record ends with `EXTRA_TARGETS`: ``has_targets``, the box
+count, and the per-sample scalars of LEAD's batch (``scenario_type_id``, the meta's perturbation t and r).
+Frames too close to the route end (fewer than 41 future positions) have NaN waypoints (and route, when it
+cannot be resampled) with ``has_targets = 0``; their other targets are real (LEAD's pre-training batch has
+them); the post-training buckets never draw such frames.
 """
 
 from __future__ import annotations
@@ -44,9 +47,11 @@ from leadio.targets import (
     pack_targets,
     planning_targets,
     radar_input,
+    scenario_type_id,
 )
 
 __all__ = [
+    "EXTRA_TARGETS",
     "PIPELINE_VERSION",
     "VIEW_SUFFIX",
     "Member",
@@ -56,13 +61,19 @@ __all__ = [
     "pipeline_hash",
     "pipeline_params",
     "preprocess_frame",
+    "targets_record",
 ]
 
 #: Bump whenever the bytes a frame turns into change for the same input.
-PIPELINE_VERSION = 1
+#: 2: short-future frames keep their non-waypoint targets; scenario_type_id and perturbation t, r stored.
+PIPELINE_VERSION = 2
 VIEW_SUFFIX = {"normal": "n", "perturbated": "p"}
 RADAR_POINTS_PER_SENSOR = 75
-_EXTRA_TARGETS = (("has_targets", ()), ("num_boxes", ()))  # appended to the planning record
+#: Scalars appended to the planning record (float32): waypoints and route valid (0/1), kept box rows, LEAD's
+#: scenario_type_id, and the meta's perturbation_translation (m) / _rotation (deg) for both views (LEAD's
+#: batch carries the meta values even for the normal view).
+EXTRA_TARGETS = (("has_targets", ()), ("num_boxes", ()), ("scenario_type_id", ()),
+                 ("perturbation_translation", ()), ("perturbation_rotation", ()))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -83,7 +94,7 @@ class Member:
 def member_layout(config: DatasetConfig) -> dict[str, Member]:
     """The members of one view of a sample, in storage order."""
     h, w = config.image_height, config.image_width
-    target_len = sum(int(np.prod(s)) for _, _, s in TARGET_LAYOUT) + len(_EXTRA_TARGETS)
+    target_len = sum(int(np.prod(s)) for _, _, s in TARGET_LAYOUT) + len(EXTRA_TARGETS)
     members = [
         Member("rgb", "jpg", "jpeg", "uint8", (h, w, 3)),
         Member("semantic", "lz4", "lz4", "uint8", (h, w)),
@@ -110,7 +121,7 @@ def pipeline_params(config: DatasetConfig) -> dict:
         "lidar_used_time_steps": LIDAR_USED_TIME_STEPS,
         "radar_points_per_sensor": RADAR_POINTS_PER_SENSOR,
         "target_layout": [(n, np.dtype(d).str, list(s)) for n, d, s in TARGET_LAYOUT] + [
-            (n, "<f4", list(s)) for n, s in _EXTRA_TARGETS],
+            (n, "<f4", list(s)) for n, s in EXTRA_TARGETS],
         "members": {k: [m.ext, m.encoding, m.dtype, list(m.shape)] for k, m in member_layout(config).items()},
     }
 
@@ -125,16 +136,19 @@ def _lz4(array: np.ndarray) -> bytes:
     return lz4.block.compress(np.ascontiguousarray(array).tobytes(), store_size=False)
 
 
-def _targets_record(meta: dict, perturbated: bool, num_boxes: int) -> bytes:
-    try:
-        record = pack_targets(planning_targets(meta, perturbated))
-        has = 1.0
-    except ValueError:
-        if meta.get("future_positions") is not None and len(meta["future_positions"]) >= 41:
-            raise  # a real problem, not just the route's end
-        record = np.full(sum(int(np.prod(s)) for _, _, s in TARGET_LAYOUT), np.nan, "<f4").tobytes()
-        has = 0.0
-    return record + np.array([has, num_boxes], "<f4").tobytes()
+def targets_record(meta: dict, perturbated: bool, num_boxes: int) -> bytes:
+    """The ``targets`` member: `TARGET_LAYOUT` fields then `EXTRA_TARGETS`, little-endian float32.
+
+    Raises:
+        ValueError: a target that every frame has cannot be computed (see `planning_targets`), or an unknown
+            scenario type.
+    """
+    targets = planning_targets(meta, perturbated, require_future=False)
+    has = float(np.isfinite(targets["waypoints"]).all() and np.isfinite(targets["route"]).all())
+    extra = [has, num_boxes, scenario_type_id(meta)] + [
+        float(meta[k]) if meta.get(k) is not None else np.nan
+        for k in ("perturbation_translation", "perturbation_rotation")]  # fmt: skip
+    return pack_targets(targets) + np.array(extra, "<f4").tobytes()
 
 
 def preprocess_frame(route_dir: str | Path, frame: int, config: DatasetConfig) -> dict[str, bytes]:
@@ -164,7 +178,7 @@ def preprocess_frame(route_dir: str | Path, frame: int, config: DatasetConfig) -
                 "bev": _lz4(bev_semantic(raw["hdmap"], boxes, meta, config, p)),
                 "radar": radar_input(raw["radar"], config, RADAR_POINTS_PER_SENSOR).astype("<f2").tobytes(),
                 "boxes": rows.astype("<f4").tobytes(),
-                "targets": _targets_record(meta, p, count),
+                "targets": targets_record(meta, p, count),
             }
         except (ValueError, KeyError, TypeError) as e:
             raise FrameReadError(route_dir, frame, Path(route_dir) / "metas" / f"{frame:04d}.pkl",

@@ -37,9 +37,9 @@ import numpy as np
 from leadio.format.config import DatasetConfig
 
 __all__ = [
-    "TARGET_LAYOUT", "TARGET_RECORD_BYTES", "TARGET_SPEED_CLASSES", "BoxClass", "bev_semantic",
-    "box_rows", "command_onehot", "lidar_bev_histogram", "lidar_bev_to_float", "pack_targets",
-    "perturb_points", "perturb_yaw", "planning_targets", "radar_input", "resample_route",
+    "SCENARIO_TYPES", "TARGET_LAYOUT", "TARGET_RECORD_BYTES", "TARGET_SPEED_CLASSES", "BoxClass",
+    "bev_semantic", "box_rows", "command_onehot", "lidar_bev_histogram", "lidar_bev_to_float", "pack_targets",
+    "perturb_points", "perturb_yaw", "planning_targets", "radar_input", "resample_route", "scenario_type_id",
     "target_speed_twohot", "unpack_targets",
 ]  # fmt: skip
 
@@ -52,6 +52,23 @@ ROUTE_FIRST_DISTANCE_M, ROUTE_SPACING_M = 2.5, 1.0
 TARGET_POINT_POP_DISTANCE = "3.25"  # selects next_target_points_3.25 / next_commands_3.25
 TARGET_SPEED_CLASSES = (0.0, 4.0, 8.0, 10.0, 13.88888888, 16.0, 17.77777777, 20.0)  # m/s, as LEAD
 NUM_RADAR_SENSORS = 4
+#: LEAD's SCENARIO_TYPES (lead/common/constants.py), in its order: `scenario_type_id` is the index.
+SCENARIO_TYPES = (
+    "Accident", "AccidentTwoWays", "BlockedIntersection", "ConstructionObstacle", "ConstructionObstacleTwoWays",
+    "ControlLoss", "CrossJunctionDefectTrafficLight", "CrossingBicycleFlow", "DynamicObjectCrossing",
+    "EnterActorFlow", "EnterActorFlowV2", "HardBreakRoute", "HazardAtSideLane", "HazardAtSideLaneTwoWays",
+    "HighwayCutIn", "HighwayExit", "InterurbanActorFlow", "InterurbanAdvancedActorFlow", "InvadingTurn",
+    "MergerIntoSlowTraffic", "MergerIntoSlowTrafficV2", "NonSignalizedJunctionLeftTurn",
+    "NonSignalizedJunctionLeftTurnEnterFlow", "NonSignalizedJunctionRightTurn", "noScenarios",
+    "OppositeVehicleRunningRedLight", "OppositeVehicleTakingPriority", "ParkedObstacle", "ParkedObstacleTwoWays",
+    "ParkingCrossingPedestrian", "ParkingCutIn", "ParkingExit", "PedestrianCrossing", "PriorityAtJunction",
+    "RedLightWithoutLeadVehicle", "SequentialLaneChange", "SignalizedJunctionLeftTurn",
+    "SignalizedJunctionLeftTurnEnterFlow", "SignalizedJunctionRightTurn", "StaticCutIn", "T_Junction",
+    "VanillaNonSignalizedTurn", "VanillaNonSignalizedTurnEncounterStopsign",
+    "VanillaSignalizedTurnEncounterGreenLight", "VanillaSignalizedTurnEncounterRedLight",
+    "VehicleOpensDoorTwoWays", "VehicleTurningRoute", "VehicleTurningRoutePedestrian", "YieldToEmergencyVehicle",
+    "NA",
+)  # fmt: skip
 
 
 class BoxClass(IntEnum):
@@ -219,6 +236,19 @@ def _scenario_type(meta: dict) -> str:
         if meta.get(key) not in (None, "NA"):
             return meta[key]
     return "NA"
+
+
+def scenario_type_id(meta: dict) -> int:
+    """LEAD's ``scenario_type_id``: the index in `SCENARIO_TYPES` of the current active scenario type, else the
+    previous one, else "NA" (§2).
+
+    Raises:
+        ValueError: a type LEAD does not know (LEAD's loader would crash on it).
+    """
+    name = _scenario_type(meta)
+    if name not in SCENARIO_TYPES:
+        raise ValueError(f"meta scenario type {name!r} is not one of LEAD's SCENARIO_TYPES (LEAD_FORMAT.md §2)")
+    return SCENARIO_TYPES.index(name)
 
 
 def _box_xy(boxes: list[dict], t: float, r: float) -> list[list[float]]:
@@ -581,23 +611,30 @@ def _target_points(meta: dict, t: float, r: float) -> dict[str, np.ndarray]:
     }
 
 
-def planning_targets(meta: dict, perturbated: bool) -> dict[str, np.ndarray]:
+def planning_targets(meta: dict, perturbated: bool, *, require_future: bool = True) -> dict[str, np.ndarray]:
     """Planning targets of one frame (§4.7): `TARGET_LAYOUT`'s keys, shapes and order, all float32.
 
     waypoints (8, 2) m and waypoint_yaws (8,) rad at ticks 5, 10, ..., 40; route (10, 2) m; previous_,
     next_ and target_point (2,) m; command, next_command (6,); target_speed () m/s and target_speed_twohot
     (8,); speed () m/s; brake () 0/1. With ``perturbated``, P applies to every point and yaw.
 
+    With ``require_future=False`` a frame too close to its route end gets NaN waypoints, waypoint_yaws and
+    (when it cannot be resampled) route; the other fields exist for every frame (LEAD's loader gives target
+    points, commands and speeds for them too).
+
     Raises:
-        ValueError: a needed meta key is missing; fewer than 41 future positions or yaws (the frame is too
-            close to the route end; LEAD's post-training buckets skip the last 8 frames); unusable target
-            points or route.
+        ValueError: a needed meta key is missing; fewer than 41 future positions or yaws while
+            ``require_future`` (the frame is too close to the route end; LEAD's post-training buckets skip the
+            last 8 frames); unusable target points or route.
     """
     t, r = _perturbation(meta, perturbated)
     need, future = WAYPOINT_TICKS[-1] + 1, {}
     for key in ("future_positions", "future_yaws"):
         values = _require(meta, key, "the waypoints")
         if values is None or len(values) < need:
+            if not require_future:
+                future = None
+                break
             raise ValueError(
                 f"meta {key!r} has {'None' if values is None else len(values)} entries, need >= {need} "
                 f"(ticks {WAYPOINT_TICKS[0]}..{WAYPOINT_TICKS[-1]}): the frame is too close to the end of "
@@ -605,12 +642,19 @@ def planning_targets(meta: dict, perturbated: bool) -> dict[str, np.ndarray]:
             )
         future[key] = np.asarray(values, dtype=np.float64)[list(WAYPOINT_TICKS)]
     route = np.asarray(_require(meta, "route", "the route target"), dtype=np.float64).reshape(-1, 2)
+    try:
+        route = resample_route(perturb_points(route[:ROUTE_INPUT_POINTS], t, r))[:ROUTE_OUTPUT_POINTS]
+    except ValueError:
+        if future is not None:
+            raise
+        route = np.full((ROUTE_OUTPUT_POINTS, 2), np.nan)
     brake = bool(_require(meta, "brake", "the target speed"))
     target_speed = float(_require(meta, "target_speed", "the target speed"))
+    nan = np.full(len(WAYPOINT_TICKS), np.nan)
     targets = {
-        "waypoints": perturb_points(future["future_positions"][:, :2], t, r),
-        "waypoint_yaws": perturb_yaw(future["future_yaws"], r),
-        "route": resample_route(perturb_points(route[:ROUTE_INPUT_POINTS], t, r))[:ROUTE_OUTPUT_POINTS],
+        "waypoints": perturb_points(future["future_positions"][:, :2], t, r) if future else np.stack([nan, nan], 1),
+        "waypoint_yaws": perturb_yaw(future["future_yaws"], r) if future else nan,
+        "route": route,
         **_target_points(meta, t, r),
         "target_speed": target_speed,
         "target_speed_twohot": target_speed_twohot(target_speed, brake),

@@ -1,8 +1,8 @@
 """Training targets built on the device, and the losses of `leadtrain.model.TransFuser` (LEAD_FORMAT.md §4.3-4.7, §8).
 
 leadio stores only what is expensive to make: box rows, class-id maps, 8-bit depth, planning targets. Dense
-CenterNet targets are drawn here with torch ops on the boxes' device (`centernet_targets`), vectorised over the
-boxes of the whole batch.
+CenterNet targets are drawn on the boxes' device by `leadio.lead.centernet_targets` (the one implementation,
+LEAD's values; `centernet_targets` here ignores the zero padding that LEAD also draws).
 
 Losses (every key only when the batch has its target; names = the prediction keys of `TransFuser`):
 
@@ -17,17 +17,16 @@ Losses (every key only when the batch has its target; names = the prediction key
   ``has_targets`` = 0 (NaN-filled) are masked out without reading their values, and without a host sync.
 
 `total_loss` weights and normalises (LEAD: weights sum to 1, depth 1e-5, all others 1). Simplified vs LEAD:
-one avg_factor per batch (not per sample), yaw residual in [-15°, 15°) as the spec's formula (LEAD's angle2class
-leaves angles in [345°, 360°) with a residual near 2π), brake CE on round(brake).
+one avg_factor per batch (not per sample), brake CE on round(brake).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from leadio.lead import centernet_targets as lead_centernet_targets
 
 __all__ = ["DEFAULT_LOSS_WEIGHTS", "centernet_targets", "perception_losses", "planning_losses", "total_loss",
            "waypoint_l1"]  # fmt: skip
@@ -39,97 +38,29 @@ DEFAULT_LOSS_WEIGHTS: dict[str, float] = {
     "center_brake": 1.0, "waypoints": 1.0, "route": 1.0, "target_speed": 1.0,
 }  # fmt: skip
 DEPTH_MAX_M = 50.0
-BEV_SIZE = (320, 384)  # rows, cols of the BEV rasters the box rows are expressed in (4 px/m)
-_X, _Y, _EX, _EY, _YAW, _SPEED, _BRAKE, _CLASS = range(8)  # box row columns (leadio.targets)
-
-
-def _gaussian_radius(height: Tensor, width: Tensor, min_overlap: float) -> Tensor:
-    """CornerNet's radius (mmdet ``gaussian_radius``): the smallest of its three cases, elementwise."""
-    b1, c1 = height + width, width * height * (1 - min_overlap) / (1 + min_overlap)
-    r1 = (b1 - torch.sqrt(b1**2 - 4 * c1)) / 2
-    b2, c2 = 2 * (height + width), (1 - min_overlap) * width * height
-    r2 = (b2 - torch.sqrt(b2**2 - 16 * c2)) / 8
-    a3, b3, c3 = 4 * min_overlap, -2 * min_overlap * (height + width), (min_overlap - 1) * width * height
-    r3 = (b3 + torch.sqrt(b3**2 - 4 * a3 * c3)) / (2 * a3)
-    return torch.minimum(torch.minimum(r1, r2), r3)
 
 
 def centernet_targets(
     boxes: Tensor, num_boxes: Tensor, grid: tuple[int, int] = (80, 96), num_classes: int = 8, *,
     num_yaw_bins: int = 12, min_overlap: float = 0.1, min_radius: int = 2,
 ) -> dict[str, Tensor]:  # fmt: skip
-    """CenterNet targets of LEAD_FORMAT §4.6 from box rows, on ``boxes.device``.
-
-    A box's cell is (floor(y_px * gh / 320), floor(x_px * gw / 384)) (1 m cells on the default grid). Its class
-    heatmap gets mmdet's ``gen_gaussian_target``: exp(-(dx² + dy²) / 2σ²) in the (2r+1)² window, σ = (2r+1)/6,
-    r = max(min_radius, floor(CornerNet radius of the (ey, ex) half-extents in cells)), merged by max. Other
-    targets are written at the cell; when boxes share a cell, the later row wins (TransFuser's loop order).
-    Rows past ``num_boxes``, outside the grid or with a class outside [0, num_classes) are ignored.
+    """CenterNet targets of LEAD_FORMAT §4.6 from box rows, on ``boxes.device``: `leadio.lead.centernet_targets`
+    (the one implementation, LEAD's values) with rows past ``num_boxes`` ignored, class maps as int64 for
+    cross-entropy and ``avg_factor`` as float32.
 
     Args:
         boxes: (B, N, 9) rows [x_px, y_px, ex*4, ey*4, yaw (rad), speed (m/s), brake, class, radar points].
         num_boxes: (B,) valid rows per sample (any numeric dtype).
-        grid: (gh, gw) cells.
-        num_classes: heatmap channels (`leadio.targets.BoxClass`).
-        num_yaw_bins: yaw classes of 360° / num_yaw_bins each.
-        min_overlap, min_radius: CornerNet radius parameters.
+        grid: (gh, gw) cells; num_classes: heatmap channels; the rest: LEAD's parameters.
 
     Returns:
-        ``heatmap`` (B, C, gh, gw) float32; ``wh`` (B, 2, gh, gw) half-extents (ex, ey) in cells (= m);
-        ``offset`` (B, 2, gh, gw) sub-cell (x, y); ``yaw_class`` (B, gh, gw) int64, k = floor(s / bin) with
-        s = (yaw mod 2π + bin/2) mod 2π; ``yaw_res`` (B, 1, gh, gw) = s - k·bin - bin/2 rad; ``velocity``
-        (B, 1, gh, gw) m/s; ``brake`` (B, gh, gw) int64 round(brake); ``pixel_weight`` (B, 2, gh, gw) 1 at box
-        cells; ``avg_factor`` (B,) float32 = max(1, cells of the sample's heatmap equal to 1).
+        ``heatmap`` (B, C, gh, gw), ``wh``/``offset``/``pixel_weight`` (B, 2, gh, gw), ``yaw_res``/``velocity``
+        (B, 1, gh, gw) float32; ``yaw_class``/``brake`` (B, gh, gw) int64; ``avg_factor`` (B,) float32.
     """
-    gh, gw = int(grid[0]), int(grid[1])
-    bsz, n, _ = boxes.shape
-    dev, rows = boxes.device, boxes.float()
-    cx, cy = rows[..., _X] * (gw / BEV_SIZE[1]), rows[..., _Y] * (gh / BEV_SIZE[0])
-    cls = rows[..., _CLASS]
-    valid = torch.arange(n, device=dev)[None] < num_boxes.to(dev).reshape(bsz, 1).round()
-    valid &= (cx >= 0) & (cx < gw) & (cy >= 0) & (cy < gh) & (cls >= 0) & (cls < num_classes)
-    valid &= torch.isfinite(rows[..., :8]).all(dim=-1)
-    b_idx, n_idx = valid.nonzero(as_tuple=True)  # row-major: (sample, row) ascending
-    r, cx, cy, cls = rows[b_idx, n_idx], cx[b_idx, n_idx], cy[b_idx, n_idx], cls[b_idx, n_idx].long()
-    ix, iy = cx.floor().long(), cy.floor().long()
-    ex, ey = r[:, _EX] * (gw / BEV_SIZE[1]), r[:, _EY] * (gh / BEV_SIZE[0])
-
-    radius = _gaussian_radius(ey, ex, min_overlap).floor().clamp(min=min_radius)  # (M,)
-    sigma = (2 * radius + 1) / 6
-    dx = torch.arange(gw, device=dev, dtype=torch.float32)[None] - ix[:, None]  # (M, gw)
-    dy = torch.arange(gh, device=dev, dtype=torch.float32)[None] - iy[:, None]  # (M, gh)
-    window = (dx.abs() <= radius[:, None])[:, None, :] & (dy.abs() <= radius[:, None])[:, :, None]
-    exponent = (dx[:, None, :] ** 2 + dy[:, :, None] ** 2) / (2 * sigma[:, None, None] ** 2)
-    g = torch.exp(-torch.where(window, exponent, math.inf))  # outside the window exactly 0, never denormal
-    g = torch.where(g >= torch.finfo(torch.float32).eps, g, 0.0)  # mmdet zeroes h < eps * max (max = 1)
-    plane = (b_idx * num_classes + cls) * (gh * gw)  # start of each box's (sample, class) heatmap plane
-    index = (plane[:, None] + torch.arange(gh * gw, device=dev)[None]).reshape(-1)
-    heatmap = torch.zeros(bsz * num_classes * gh * gw, device=dev).scatter_reduce_(0, index, g.reshape(-1), "amax")
-    heatmap = heatmap.view(bsz, num_classes, gh, gw)
-
-    cell = b_idx * (gh * gw) + iy * gw + ix
-    order = torch.arange(cell.numel(), device=dev)
-    last = torch.full((bsz * gh * gw,), -1, dtype=torch.long, device=dev).scatter_reduce(0, cell, order, "amax")
-    win = last[cell] == order
-    bin_width = 2 * math.pi / num_yaw_bins
-    s = torch.remainder(torch.remainder(r[:, _YAW], 2 * math.pi) + bin_width / 2, 2 * math.pi)
-    yaw_class = torch.floor(s / bin_width).clamp(0, num_yaw_bins - 1)
-    values = torch.stack([ex, ey, cx - ix, cy - iy, yaw_class, s - yaw_class * bin_width - bin_width / 2,
-                          r[:, _SPEED], torch.round(r[:, _BRAKE]), torch.ones_like(ex)], dim=1)  # fmt: skip
-    dense = torch.zeros(bsz * gh * gw, values.shape[1], device=dev)
-    dense[cell[win]] = values[win]
-    dense = dense.view(bsz, gh, gw, -1).permute(0, 3, 1, 2)
-    return {
-        "heatmap": heatmap,
-        "wh": dense[:, 0:2],
-        "offset": dense[:, 2:4],
-        "yaw_class": dense[:, 4].long(),
-        "yaw_res": dense[:, 5:6],
-        "velocity": dense[:, 6:7],
-        "brake": dense[:, 7].long(),
-        "pixel_weight": dense[:, 8:9].expand(-1, 2, -1, -1).contiguous(),
-        "avg_factor": heatmap.eq(1).flatten(1).sum(1).clamp(min=1).float(),
-    }
+    t = lead_centernet_targets(boxes, num_boxes, grid, num_classes, num_yaw_bins=num_yaw_bins,
+                               min_overlap=min_overlap, min_radius=min_radius)
+    t["yaw_class"], t["brake"], t["avg_factor"] = t["yaw_class"].long(), t["brake"].long(), t["avg_factor"].float()
+    return t
 
 
 def _gaussian_focal_loss(logits: Tensor, target: Tensor, alpha: float = 2.0, gamma: float = 4.0) -> Tensor:

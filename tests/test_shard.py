@@ -25,7 +25,7 @@ from leadio.shard import (
     shard_set_dir,
     verify_shard_set,
 )
-from leadio.targets import unpack_targets
+from leadio.targets import SCENARIO_TYPES, TARGET_RECORD_BYTES, unpack_targets
 
 CONFIG = DATASET_CONFIGS["carla_leaderboard2"]
 
@@ -87,7 +87,8 @@ def test_sample_from_shard_equals_raw_frame(built):
             assert sample["bev"].shape == (320, 384) and sample["radar"].shape == (300, 5)
             # waypoints: future_positions[5k] with P, by the formula
             targets = sample["targets"]
-            has = targets[-2]
+            n = TARGET_RECORD_BYTES // 4  # then has_targets, num_boxes, ... (preprocess.EXTRA_TARGETS)
+            has = targets[n]
             fut = np.asarray(meta["future_positions"], np.float64)
             if len(fut) >= 41:
                 assert has == 1.0
@@ -97,13 +98,16 @@ def test_sample_from_shard_equals_raw_frame(built):
                     d = wp - np.array([0.0, t])
                     wp = np.stack([np.cos(rad) * d[:, 0] + np.sin(rad) * d[:, 1],
                                    -np.sin(rad) * d[:, 0] + np.cos(rad) * d[:, 1]], 1)
-                named = unpack_targets(targets[:-2])
+                named = unpack_targets(targets[:n])
                 np.testing.assert_allclose(named["waypoints"], wp, atol=1e-5)
                 np.testing.assert_allclose(named["speed"], meta["speed"], atol=1e-5)
                 assert named["brake"] == float(bool(meta["brake"]))
                 np.testing.assert_allclose(named["target_speed"], meta["target_speed"], atol=1e-5)
             else:
-                assert has == 0.0 and np.isnan(targets[:16]).all()
+                assert has == 0.0 and np.isnan(targets[:16]).all()  # waypoints and yaws; the rest is real
+                assert np.isfinite(targets[44:n]).all()  # target points, commands, speeds, brake
+            kind = meta["current_active_scenario_type"] or meta["previous_active_scenario_type"] or "NA"
+            assert targets[n + 2] == SCENARIO_TYPES.index(kind) and targets[n + 3] == np.float32(t)
 
 
 def test_shard_is_plain_tar_webdataset_and_dali(built):

@@ -15,13 +15,14 @@ key                dtype, shape per sample          note
 ``radar``          float16 (300, 5)
 ``boxes``          float32 (90, 9)                  CenterNet rows, ``num_boxes`` valid
 ``targets``        -> ``waypoints`` (8, 2), ``route`` (10, 2), ``target_point`` (2,), ... float32,
-                   ``has_targets`` (frames near a route end have none), ``num_boxes``
+                   ``has_targets`` (frames near a route end have no waypoints), ``num_boxes``,
+                   ``scenario_type_id``, ``perturbation_translation`` / ``_rotation`` (`EXTRA_TARGETS`)
 =================  ===============================  =======================================
 """
 
 from __future__ import annotations
 
-from leadio.preprocess import Member, member_layout
+from leadio.preprocess import EXTRA_TARGETS, Member, member_layout
 from leadio.targets import TARGET_LAYOUT
 
 __all__ = ["DEFAULT_KEYS", "FIELD_MEMBER", "KEYS", "TARGET_FIELDS", "members_for_keys"]
@@ -31,7 +32,7 @@ FIELD_MEMBER = {"rgb": "rgb", "semantic": "semantic", "depth": "depth", "lidar":
                 "bev_semantic": "bev", "radar": "radar", "boxes": "boxes", "targets": "targets"}
 KEYS = tuple(FIELD_MEMBER)
 DEFAULT_KEYS = KEYS
-TARGET_FIELDS = [(name, shape) for name, _, shape in TARGET_LAYOUT] + [("has_targets", ()), ("num_boxes", ())]
+TARGET_FIELDS = [(name, shape) for name, _, shape in TARGET_LAYOUT] + list(EXTRA_TARGETS)
 
 
 def members_for_keys(keys, layout: dict[str, Member] | None = None, config=None) -> dict[str, Member]:
