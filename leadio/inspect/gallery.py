@@ -25,7 +25,8 @@ from leadio.inspect.render import render_png
 from leadio.inspect.sample import InspectSample, from_shard_set
 from leadio.shard import ShardSet
 
-__all__ = ["BROWSERS", "GalleryReport", "browser_screenshot", "choose_rows", "find_browser", "write_gallery"]
+__all__ = ["BROWSERS", "GalleryReport", "browser_dom", "browser_screenshot", "choose_rows", "find_browser",
+           "write_gallery"]
 
 #: executables tried, in order, by `find_browser`
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -154,27 +155,39 @@ def find_browser() -> str | None:
     return next((p for p in map(shutil.which, BROWSERS) if p), None)
 
 
-def browser_screenshot(page: str | Path, png: str | Path, *, size: tuple[int, int] = (1400, 1000),
-                       fragment: str = "", timeout: float = 90.0) -> Path:
-    """Open ``page`` in headless Chromium and save a screenshot of the window to ``png``.
-
-    Raises:
-        RuntimeError: no browser installed (names the package to install), or the browser failed.
-    """
+def _headless(page: str | Path, fragment: str, args: list[str], timeout: float) -> tuple[str, str]:
+    """Run headless Chromium on ``page`` with ``args``; returns (url, stdout)."""
     browser = find_browser()
     if browser is None:
         raise RuntimeError(f"no headless browser found (tried {', '.join(BROWSERS)}); on Debian/Ubuntu: "
                            f"apt-get install chromium")
-    png = Path(png).resolve()
-    png.parent.mkdir(parents=True, exist_ok=True)
     url = Path(page).resolve().as_uri() + (f"#{fragment}" if fragment else "")
     with tempfile.TemporaryDirectory(prefix="leadio-chromium-") as profile:
         cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-               f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}", "--virtual-time-budget=5000",
-               f"--screenshot={png}", url]
+               f"--user-data-dir={profile}", "--virtual-time-budget=5000", *args, url]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, "HOME": profile})
-    if proc.returncode != 0 or not png.exists():
+    if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"{browser} could not screenshot {url} (exit {proc.returncode}): {' | '.join(tail)}")
+        raise RuntimeError(f"{browser} failed on {url} (exit {proc.returncode}): {' | '.join(tail)}")
+    return url, proc.stdout
+
+
+def browser_screenshot(page: str | Path, png: str | Path, *, size: tuple[int, int] = (1400, 1000),
+                       fragment: str = "", timeout: float = 90.0) -> Path:
+    """Open ``page`` (``#fragment``) in headless Chromium and save a screenshot of the window to ``png``.
+
+    Raises:
+        RuntimeError: no browser installed (names the package to install), or the browser failed.
+    """
+    png = Path(png).resolve()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    url, _ = _headless(page, fragment, [f"--window-size={size[0]},{size[1]}", f"--screenshot={png}"], timeout)
+    if not png.exists():
+        raise RuntimeError(f"the browser wrote no screenshot of {url} to {png}")
     return png
+
+
+def browser_dom(page: str | Path, *, fragment: str = "", timeout: float = 90.0) -> str:
+    """The page's DOM after its scripts ran (headless Chromium ``--dump-dom``): what a visitor's browser shows."""
+    return _headless(page, fragment, ["--dump-dom"], timeout)[1]
