@@ -1,0 +1,173 @@
+"""TFv6: the reference TransFuser v6 (kesai-labs/lead ``lead.tfv6.tfv6.TFv6``), same module tree and names.
+
+``TFv6(cfg, planning)`` has the top-level modules ``backbone``, ``semantic_decoder``, ``depth_decoder``,
+``bev_semantic_decoder``, ``center_net_decoder``, ``radar_detector`` and, with ``planning`` (post-training),
+``planning_decoder``; its ``state_dict`` loads into the reference's model with ``strict=True`` and back
+(`tests/data/tfv6_state_dict.txt` freezes keys and shapes). Input is a batch in the reference loader's format
+(`leadio.lead.to_lead_batch`); `forward` returns the reference ``Prediction``'s fields as a dict:
+
+======================================  ==========================  ===============================
+key                                     shape (default config)      meaning
+======================================  ==========================  ===============================
+``pred_semantic``                       (B, 10, 384, 1152)          camera semantic logits
+``pred_depth``                          (B, 384, 1152)              depth (m, unbounded)
+``pred_bev_semantic``                   (B, 13, 320, 384)           BEV semantic logits
+``pred_bounding_box``                   dict of (B, C, 80, 96)      CenterNet maps (heatmap logits and
+                                                                    sigmoid, wh, offset, yaw class/res,
+                                                                    velocity)
+``pred_radar_features`` / ``_predictions``  (B, 20, 256) / (B, 20, 4)  radar queries; (x, y, v, logit)
+``pred_route``                          (B, 10, 2)                  route (m), post-training
+``pred_future_waypoints``               (B, 8, 2)                   waypoints (m), post-training
+``pred_target_speed_distribution``      (B, 8)                      target-speed logits
+``pred_target_speed_scalar``            (B,)                        expected target speed (m/s)
+======================================  ==========================  ===============================
+
+`compute_loss` returns the reference's loss names and `loss_weights` its normalised weights (the sum over all
+weights, planning ones included, is 1; planning weights are 0 in pre-training).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from leadtrain.tfv6.backbone import TransfuserBackbone
+from leadtrain.tfv6.config import TFv6Config
+from leadtrain.tfv6.encoders import load_pretrained
+from leadtrain.tfv6.heads import BEVDecoder, CenterNetDecoder, PerspectiveDecoder
+from leadtrain.tfv6.planning import PlanningDecoder
+from leadtrain.tfv6.radar import RadarDetector
+
+__all__ = ["TFv6", "color_augment", "loss_weights"]
+
+
+class TFv6(nn.Module):
+    def __init__(self, cfg: TFv6Config | None = None, planning: bool = False, encoder_backend: str = "auto",
+                 image_pretrained_weights: str = "none"):
+        """Build the model with random weights (the image encoder from ImageNet weights unless ``"none"``).
+
+        Args:
+            cfg: model options (reference names); default: the reference's defaults.
+            planning: add the planning decoder (the reference's ``use_planning_decoder``).
+            encoder_backend: ``auto`` | ``timm`` | ``builtin`` (`leadtrain.tfv6.encoders`).
+            image_pretrained_weights: ``none``, ``timm-cache`` or a weights file (never downloaded).
+        """
+        super().__init__()
+        self.cfg = cfg = cfg or TFv6Config()
+        self.planning = planning
+        self.backbone = TransfuserBackbone(cfg, encoder_backend)
+        if image_pretrained_weights != "none":
+            load_pretrained(self.backbone.image_encoder, cfg.image_architecture, image_pretrained_weights)
+        img_ch, lid_ch = self.backbone.num_image_features, self.backbone.num_lidar_features
+        up = self.backbone.perspective_upsample_factor
+        if cfg.use_semantic:
+            self.semantic_decoder = PerspectiveDecoder(cfg, img_ch, cfg.num_semantic_classes, up, "semantic")
+        if cfg.use_depth:
+            self.depth_decoder = PerspectiveDecoder(cfg, img_ch, 1, up, "depth")
+        if cfg.use_bev_semantic:
+            self.bev_semantic_decoder = BEVDecoder(cfg, cfg.num_bev_semantic_classes)
+        if cfg.detect_boxes:
+            self.center_net_decoder = CenterNetDecoder(cfg, cfg.num_bb_classes)
+        if cfg.radar_detection:
+            self.radar_detector = RadarDetector(cfg, lid_ch)
+        if planning:
+            self.planning_decoder = PlanningDecoder(cfg, lid_ch)
+        self.backbone.requires_grad_(not cfg.freeze_backbone)
+
+    def forward(self, data: dict) -> dict:
+        """Predictions for a LEAD-format batch (``rgb``, ``rasterized_lidar``, ``radar``, ``speed``; post-training
+        also ``command``, ``target_point``, ``target_point_previous``, ``target_point_next``)."""
+        cfg = self.cfg
+        missing = [k for k in ("rgb", "rasterized_lidar") if k not in data]
+        if missing:
+            raise KeyError(f"TFv6 needs batch keys {missing} (the reference loader's names); convert leadio batches "
+                           f"with leadio.lead.to_lead_batch")
+        bev_features, image_features = self.backbone(data["rgb"], data["rasterized_lidar"])
+        out: dict = {}
+        radar_features = radar_predictions = None
+        if cfg.radar_detection:
+            radar_features, radar_predictions = self.radar_detector(bev_features, data["radar"], data["speed"])
+            out["pred_radar_features"], out["pred_radar_predictions"] = radar_features, radar_predictions
+        if self.planning:
+            use_radar = cfg.radar_detection and cfg.use_radar_detection
+            out.update(self.planning_decoder(bev_features, radar_features if use_radar else None,
+                                             radar_predictions if use_radar else None, data))
+        if cfg.use_semantic:
+            out["pred_semantic"] = self.semantic_decoder(image_features)
+        if cfg.use_depth:
+            out["pred_depth"] = self.depth_decoder(image_features)
+        grid = self.backbone.top_down(bev_features)
+        if cfg.detect_boxes:
+            out["pred_bounding_box"] = self.center_net_decoder(grid)
+        if cfg.use_bev_semantic:
+            out["pred_bev_semantic"] = self.bev_semantic_decoder(grid)
+        return out
+
+    def compute_loss(self, pred: dict, data: dict, metrics: dict | None = None) -> dict[str, Tensor]:
+        """Unweighted losses under the reference's names; ``metrics`` (if given) gets the ``metric/*`` values."""
+        cfg = self.cfg
+        losses: dict[str, Tensor] = {}
+        if cfg.use_semantic:
+            losses["loss_semantic"] = self.semantic_decoder.loss(pred["pred_semantic"], data)
+        if cfg.use_depth:
+            losses["loss_depth"] = self.depth_decoder.loss(pred["pred_depth"], data)
+        if cfg.use_bev_semantic:
+            losses["loss_bev_semantic"] = self.bev_semantic_decoder.loss(pred["pred_bev_semantic"], data)
+        if cfg.detect_boxes:
+            losses.update(self.center_net_decoder.loss(pred["pred_bounding_box"], data))
+        if cfg.radar_detection:
+            losses["radar_loss"] = self.radar_detector.loss(pred["pred_radar_predictions"], data, metrics)
+        if self.planning:
+            losses.update(self.planning_decoder.loss(pred, data, metrics))
+        return losses
+
+
+def loss_weights(cfg: TFv6Config, planning: bool, overrides: dict | None = None) -> dict[str, float]:
+    """The reference's ``detailed_loss_weights`` for CARLA data, normalised to sum to 1 (over all of them)."""
+    w = {"loss_semantic": 1.0 * cfg.use_semantic, "loss_depth": 1e-5 * cfg.use_depth,
+         "loss_bev_semantic": 1.0 * cfg.use_bev_semantic}
+    for k in ("heatmap", "wh", "offset", "yaw_class", "yaw_res", "velocity"):
+        w[f"loss_center_net_{k}"] = 1.0 * cfg.detect_boxes
+    if cfg.training_used_lidar_steps <= 1:
+        w["loss_center_net_velocity"] = 0.0
+    w["radar_loss"] = 1.0 * cfg.radar_detection
+    for k in ("loss_spatio_temporal_waypoints", "loss_target_speed", "loss_spatial_route"):
+        w[k] = 1.0 * planning
+    unknown = sorted(set(overrides or {}) - set(w))
+    if unknown:
+        raise ValueError(f"loss_weights names unknown TFv6 losses {unknown}; known: {sorted(w)}")
+    w.update({k: float(v) for k, v in (overrides or {}).items()})
+    total = sum(w.values())
+    if total <= 0:
+        raise ValueError(f"TFv6 loss weights sum to {total}; need > 0")
+    return {k: v / total for k, v in w.items()}
+
+
+def color_augment(rgb: Tensor, prob: float, generator: torch.Generator | None = None) -> Tensor:
+    """On-device colour augmentation of a (B, 3, H, W) 0..255 float batch; each operation fires with ``prob``.
+
+    Per sample, independently: brightness (x U(0.7, 1.3)), contrast (about the mean, x U(0.7, 1.3)),
+    saturation (towards grey, x U(0.6, 1.4)), additive Gaussian noise (sigma U(0, 8)). A simplified stand-in for
+    the reference's imgaug pipeline (same firing probability, similar strengths); geometry is untouched.
+    """
+    if prob <= 0:
+        return rgb
+    b, dev = rgb.shape[0], rgb.device
+
+    def draw(lo: float, hi: float) -> tuple[Tensor, Tensor]:
+        fire = torch.rand(b, 1, 1, 1, device=dev, generator=generator) < prob
+        return fire, lo + (hi - lo) * torch.rand(b, 1, 1, 1, device=dev, generator=generator)
+
+    x = rgb.float()
+    fire, f = draw(0.7, 1.3)
+    x = torch.where(fire, x * f, x)
+    fire, f = draw(0.7, 1.3)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = torch.where(fire, (x - mean) * f + mean, x)
+    fire, f = draw(0.6, 1.4)
+    grey = (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    x = torch.where(fire, (x - grey) * f + grey, x)
+    fire, sigma = draw(0.0, 8.0)
+    noise = torch.randn(x.shape, device=dev, generator=generator) * sigma
+    x = torch.where(fire, x + noise, x)
+    return x.clamp(0, 255)
