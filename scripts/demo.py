@@ -8,6 +8,7 @@ Steps (each is also a command of its own, printed in the summary):
   5. perception pre-training        (bash scripts/pretrain.sh)
   6. planning post-training         (bash scripts/posttrain.sh)
   7. loader benchmark               (python -m benchmarks.loader_throughput --quick)
+  8. one sample as a picture, and the dataset report (python -m leadio.inspect / python -m leadio.report)
 """
 
 from __future__ import annotations
@@ -114,6 +115,31 @@ def main(argv=None) -> int:
         step("loader benchmark", f"python -m benchmarks.loader_throughput --root {root}", t,
              "see table below (benchmarks/results/)")
         tables.append("loader throughput (quick run; full numbers in README.md):\n" + "\n".join(table))
+
+    # look at the data: one sample as a picture, and the root's report (routes, buckets, planned samples)
+    from leadio._io import atomic_write_bytes
+    from leadio.inspect import from_shard_set, save_png
+    from leadio.report import build_report, format_report, plot_report
+    from leadio.shard import open_shard_set
+
+    t = time.perf_counter()
+    ss = open_shard_set(shard.set_dir)
+    cat = ss.catalog  # a sample with planning targets, a third into its route (the ego is under way)
+    index = next(i for i in range(len(cat))
+                 if cat["has_waypoints"][i] and cat["frame"][i] == cat["route_num_frames"][i] // 3)
+    png = save_png(from_shard_set(ss, index=index), REPO / "outputs" / "inspect" / "demo_sample.png", ss.config)
+    step("inspect one sample", f"python -m leadio.inspect --root {root} --index {index} --out {png.relative_to(REPO)}",
+         t, f"-> {png.relative_to(REPO)} (a gallery of 12: add --samples 12 --html outputs/gallery)")
+    t = time.perf_counter()
+    doc = build_report(root, epochs=1)
+    out = REPO / "outputs" / "report"
+    atomic_write_bytes(out / "demo_report.json", (json.dumps(doc, indent=1) + "\n").encode())
+    plot_report(doc, out / "demo_report.png")
+    step("dataset report", f"python -m leadio.report --root {root} --epochs 1 --png outputs/report/demo_report.png "
+         f"--json outputs/report/demo_report.json", t,
+         f"{doc['catalog']['routes_kept']}/{doc['catalog']['routes_found']} routes kept, see below -> "
+         f"outputs/report/demo_report.png, .json")
+    tables.append(format_report(doc))
 
     print("\n" + "=" * 100)
     print(f"leadio demo - dataset root: {root.resolve()}")
