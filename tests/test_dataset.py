@@ -204,16 +204,14 @@ REMOTE_SCRIPT = textwrap.dedent("""
     ld = open_dataset(sys.argv[1], batch_size=2, backend="cpu", keys=["lidar", "targets"], seed=1,
                       cache_dir=sys.argv[2], cache_bytes=int(sys.argv[3]))
     out = [[int(r), int(l.sum())] for b in ld for r, l in zip(b["row"], b["lidar"])]
-    print(json.dumps({"rows": out, "misses": ld.shard_set.cache.stats.misses}))
+    print(json.dumps({"rows": out, "misses": ld.shard_set.cache.stats.misses,
+                      "downloaded": ld.shard_set.cache.stats.bytes_downloaded, "shuffle": ld.shuffle.state()}))
 """)
 
 
 def test_http_shard_set_through_a_shared_bounded_session_cache(shard_dir, tmp_path, monkeypatch):
     from http_server import serve_directory
 
-    local = [[int(r), int(x.sum())] for b in open_dataset(shard_dir, batch_size=2, backend="cpu",
-                                                          keys=["lidar", "targets"], seed=1)
-             for r, x in zip(b["row"], b["lidar"], strict=True)]
     sizes = sorted(s["bytes"] for s in json.loads((shard_dir / "manifest.json").read_text())["shards"])
     meta = sum(p.stat().st_size for p in (shard_dir / "catalog.zarr").rglob("*") if p.is_file())
     meta += (shard_dir / "manifest.json").stat().st_size
@@ -241,8 +239,17 @@ def test_http_shard_set_through_a_shared_bounded_session_cache(shard_dir, tmp_pa
         assert all(p.returncode == 0 for p in procs), outs
         shard_requests = [r for r in server.requests if r.endswith(".tar")]
     results = [json.loads(out) for out, _ in outs]
+    from leadio.plan import Shuffle
+
+    # a remote set is read in blocks of shards that fit the cache (twice): here 1 shard per block
+    assert results[0]["shuffle"] == {"algorithm": "block", "block_shards": 1}
+    local = [[int(r), int(x.sum())] for b in open_dataset(shard_dir, batch_size=2, backend="cpu",
+                                                          keys=["lidar", "targets"], seed=1,
+                                                          shuffle=Shuffle.from_state(results[0]["shuffle"]))
+             for r, x in zip(b["row"], b["lidar"], strict=True)]
     for res in results:
         assert res["rows"] == local  # same samples, same content, over HTTP
+        assert res["downloaded"] <= meta + sum(sizes)  # the block order fetches each shard at most once
     assert peak <= bound
     from leadio.read import SessionCache
 

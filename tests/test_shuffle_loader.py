@@ -71,3 +71,23 @@ def test_a_version_1_state_resumes_only_with_the_window_order(shard_dir):
     assert [r for b in ld for r in b["row"].tolist()] == full[8:8 + (len(full) - 8) // 4 * 4].tolist()
     with pytest.raises(ValueError, match="loader state has version=7, this loader has 2"):
         _open(shard_dir).load_state_dict({**old, "version": 7})
+
+
+def test_a_remote_set_in_block_order_downloads_each_shard_once_where_uniform_thrashes(shard_dir, tmp_path,
+                                                                                     monkeypatch):
+    import json
+
+    from http_server import serve_directory
+
+    sizes = [s["bytes"] for s in json.loads((shard_dir / "manifest.json").read_text())["shards"]]
+    bound = 3 * max(sizes) + 300_000  # ~3 shards and the catalog: blocks of 1 shard
+    downloaded = {}
+    with serve_directory(shard_dir.parent, monkeypatch) as (url, _):
+        for shuffle in ("auto", "uniform"):
+            ld = open_dataset(f"{url}/{shard_dir.name}", batch_size=2, backend="cpu", keys=["targets"], seed=1,
+                              shuffle=shuffle, cache_dir=tmp_path / shuffle, cache_bytes=bound)
+            rows = [r for b in ld for r in b["row"].tolist()]
+            assert len(rows) == len(ld.plan(0)) // 2 * 2
+            downloaded[ld.shuffle.algorithm] = ld.shard_set.cache.stats.bytes_downloaded
+    assert sum(sizes) <= downloaded["block"] <= sum(sizes) + 300_000  # every shard once (plus the catalog)
+    assert downloaded["uniform"] > 2 * sum(sizes)  # the same epoch in uniform order re-fetches evicted shards
