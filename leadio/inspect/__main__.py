@@ -40,8 +40,8 @@ def _shard_set_path(args: argparse.Namespace) -> Path:
     return path
 
 
-def _default_out(key: str) -> Path:
-    return Path("outputs") / "inspect" / f"{key.replace('/', '+')}.png"
+def _default_out(key: str, view: str) -> Path:
+    return Path("outputs") / "inspect" / f"{key.replace('/', '+')}{'' if view == 'normal' else '+' + view}.png"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             raise InspectError("--route/--frame inspect one raw frame; --html, --list, --index and --key need a "
                                "shard set (leave out --route)")
         sample = from_raw(args.root, args.route, args.frame, view=args.view, dataset_config=args.dataset_config)
-        print(save_png(sample, args.out or _default_out(sample.key)))
+        print(save_png(sample, args.out or _default_out(sample.key, args.view)))
         return 0
     if args.frame is not None:
         raise InspectError("--frame goes with --route (a raw frame); for a shard set use --index or --key")
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     index = args.index if args.index is not None or args.key is not None else 0
     sample = from_shard_set(ss, index=index, key=args.key, view=args.view)
-    print(save_png(sample, args.out or _default_out(sample.key), ss.config))
+    print(save_png(sample, args.out or _default_out(sample.key, args.view), ss.config))
     return 0
 
 
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="sensor view (default: %(default)s)")
     src.add_argument("--dataset-config", help="sensor setup name (default: from the root path)")
     out = parser.add_argument_group("output")
-    out.add_argument("--out", help="PNG path (default: outputs/inspect/<sample key>.png)")
+    out.add_argument("--out", help="PNG path (default: outputs/inspect/<sample key>[+perturbated].png)")
     out.add_argument("--html", help="write a gallery (index.html + PNGs) to this folder (default: none)")
     out.add_argument("--samples", type=int, default=12, help="samples in the gallery (default: %(default)s)")
     out.add_argument("--screenshot", help="with --html: screenshot the gallery in headless Chromium to this PNG "
