@@ -171,20 +171,23 @@ def centernet_targets(
     shifted = _np_mod(angle + bin_width / 2, 2 * math.pi)
     yaw_class = _np_floordiv(shifted, bin_width)
     yaw_res = shifted - (yaw_class * bin_width + bin_width / 2)
-    values = torch.stack([ex, ey, (cx - ix).double(), (cy - iy).double(), yaw_class, yaw_res,
-                          r[:, _SPEED].double(), torch.round(r[:, _BRAKE]).double(), torch.ones_like(ex)], 1)
-    dense = torch.zeros(bsz * gh * gw, values.shape[1], dtype=torch.float64, device=dev)
-    dense[cell[win]] = values[win]
-    dense = dense.view(bsz, gh, gw, -1).permute(0, 3, 1, 2)
+    b_w, iy_w, ix_w = b_idx[win], iy[win], ix[win]
+
+    def plane(channels: int, values: Tensor, dtype: torch.dtype) -> Tensor:  # (M, channels) at the winners
+        out = torch.zeros(bsz, gh, gw, channels, dtype=dtype, device=dev)
+        out[b_w, iy_w, ix_w] = values[win].to(dtype)
+        return out.permute(0, 3, 1, 2)
+
+    f32 = torch.float32
     return {
         "heatmap": heatmap,
-        "wh": dense[:, 0:2].float(),
-        "offset": dense[:, 2:4].float(),
-        "yaw_class": dense[:, 4].to(torch.int32),
-        "yaw_res": dense[:, 5:6].float(),
-        "velocity": dense[:, 6:7].float(),
-        "brake": dense[:, 7].to(torch.int32),
-        "pixel_weight": dense[:, 8:9].expand(-1, 2, -1, -1).float(),
+        "wh": plane(2, torch.stack([ex, ey], 1), f32),
+        "offset": plane(2, torch.stack([cx - ix, cy - iy], 1), f32),
+        "yaw_class": plane(1, yaw_class[:, None], torch.int32)[:, 0],
+        "yaw_res": plane(1, yaw_res[:, None], f32),
+        "velocity": plane(1, r[:, _SPEED, None], f32),
+        "brake": plane(1, torch.round(r[:, _BRAKE])[:, None], torch.int32)[:, 0],
+        "pixel_weight": plane(1, torch.ones_like(cx)[:, None], f32).expand(-1, 2, -1, -1).contiguous(),
         "avg_factor": heatmap.eq(1).flatten(1).sum(1).clamp(min=1),
     }
 
