@@ -16,10 +16,8 @@ catalog or bucket file is (re)built first, as training would.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
 import textwrap
 from collections import Counter
 from collections.abc import Sequence
@@ -282,34 +280,34 @@ def plot_report(doc: dict, path: str | Path) -> Path:
     return Path(path)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m leadio.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", required=True, help="dataset root (e.g. data/carla_leaderboard2)")
+def main(argv: Sequence[str] | None = None, prog: str = "python -m leadio.report") -> int:
+    from leadio.cli import add_root, make_parser, run_guarded
+
+    parser = make_parser(prog, __doc__.split("\n\n")[0])
+    add_root(parser)
     parser.add_argument("--collection", action="append", default=None,
                         help="a collection: full_pretrain, full_posttrain or a JSON spec; repeat for several "
                              f"(default: {' and '.join(DEFAULT_COLLECTIONS)})")
     parser.add_argument("--epochs", type=int, default=0, help="plan epochs 0..E (default: %(default)s)")
     parser.add_argument("--check-metas", type=int, default=2000,
-                        help="frames without targets whose meta is read to tell why (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=1, help="catalog scan processes if one is needed "
-                                                                 "(default: %(default)s)")
+                        help="frames without targets whose meta is read to tell why")
+    parser.add_argument("--workers", type=int, default=1, help="catalog scan processes if one is needed")
     parser.add_argument("--json", help="also write the report as JSON here (default: none)")
     parser.add_argument("--png", help="also write bar charts here (default: none)")
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> int:
         doc = build_report(args.root, args.collection or DEFAULT_COLLECTIONS, epochs=args.epochs,
                            workers=args.workers, check_metas=args.check_metas)
-    except (FileNotFoundError, ValueError, KeyError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(format_report(doc), end="")
-    if args.json:
-        atomic_write_bytes(args.json, (json.dumps(doc, indent=1) + "\n").encode())
-        print(f"wrote {args.json}")
-    if args.png:
-        print(f"wrote {plot_report(doc, args.png)}")
-    return 0
+        print(format_report(doc), end="")
+        if args.json:
+            atomic_write_bytes(args.json, (json.dumps(doc, indent=1) + "\n").encode())
+            print(f"wrote {args.json}")
+        if args.png:
+            print(f"wrote {plot_report(doc, args.png)}")
+        return 0
 
+    return run_guarded(run, args.verbose, prog)
 
 if __name__ == "__main__":
     raise SystemExit(main())

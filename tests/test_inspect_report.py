@@ -119,11 +119,12 @@ def test_inspect_cli_writes_png_and_prints_one_line_errors(built, tmp_path, caps
         (["--root", str(root), "--route", route, "--frame", str(n)],
          f"frame {n} is out of range: route {route} has {n} frames (0..{n - 1})"),
         (["--root", str(root), "--collection", "full_posttrain"], "no shard set"),
+        (["--root", str(root), "--route", route], f"--route {route} needs --frame N"),
     ]
     for argv, expected in cases:
         assert inspect_main(argv) == 2, argv
         err = capsys.readouterr().err
-        assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err
+        assert err.startswith("python -m leadio.inspect: error: ") and expected in err and err.count("\n") == 1, err
     with pytest.raises(SystemExit):
         inspect_main(["--help"])
     assert "(default: full_pretrain)" in capsys.readouterr().out
@@ -194,7 +195,8 @@ def test_report_names_each_dropped_route_with_its_reason(built, tmp_path, capsys
     assert Image.open(out_png).size[0] > 1000
     assert report_main(["--root", str(root), "--collection", "no_such_collection"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: unknown collection 'no_such_collection'") and err.count("\n") == 1
+    assert err.startswith("python -m leadio.report: error: unknown collection 'no_such_collection'")
+    assert err.count("\n") == 1
 
 
 def test_benchmark_plot_caveats_and_png(tmp_path):

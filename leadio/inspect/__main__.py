@@ -15,10 +15,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leadio.format import FrameReadError, RouteError, dataset_config_for_root
+from leadio.format import dataset_config_for_root
 from leadio.inspect.render import save_png
 from leadio.inspect.sample import InspectError, from_raw, from_shard_set
-from leadio.shard import ShardSetError, open_shard_set, shard_set_dir
+from leadio.shard import open_shard_set, shard_set_dir
 
 __all__ = ["main"]
 
@@ -26,8 +26,6 @@ __all__ = ["main"]
 def _shard_set_path(args: argparse.Namespace) -> Path:
     if args.shards:
         return Path(args.shards)
-    if not args.root:
-        raise InspectError("give --shards SET, or --root R (with --collection), or --root R --route ROUTE --frame F")
     name = args.collection
     if name.endswith(".json"):
         import json
@@ -48,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from leadio.inspect.gallery import browser_screenshot, write_gallery
 
     if args.route is not None:
-        if not args.root:
-            raise InspectError("--route needs --root (the dataset root holding data/<Scenario>/<Route>)")
+        if args.frame is None:
+            raise InspectError(f"--route {args.route} needs --frame N (the frame number, from 0)")
         if args.html or args.list or args.index is not None or args.key is not None:
             raise InspectError("--route/--frame inspect one raw frame; --html, --list, --index and --key need a "
                                "shard set (leave out --route)")
@@ -58,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.frame is not None:
         raise InspectError("--frame goes with --route (a raw frame); for a shard set use --index or --key")
-    ss = open_shard_set(_shard_set_path(args), root=args.root)
+    ss = open_shard_set(_shard_set_path(args), root=None if args.shards else args.root)
     if args.list:
         cat = ss.catalog
         names = [b["name"] for b in ss.manifest.get("buckets", [])]
@@ -70,7 +68,10 @@ def run(args: argparse.Namespace) -> int:
         report = write_gallery(ss, args.html, args.samples, view=args.view)
         print(f"gallery: {report.index} ({len(report.images)} samples, buckets {report.buckets})")
         if args.screenshot:
-            print(f"screenshot: {browser_screenshot(report.index, args.screenshot)}")
+            try:
+                print(f"screenshot: {browser_screenshot(report.index, args.screenshot)}")
+            except RuntimeError as e:  # no browser, or it failed: the gallery itself is fine
+                raise InspectError(f"gallery written, but {e}") from e
         return 0
     index = args.index if args.index is not None or args.key is not None else 0
     sample = from_shard_set(ss, index=index, key=args.key, view=args.view)
@@ -78,19 +79,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m leadio.inspect", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m leadio.inspect") -> int:
+    from leadio.cli import DEFAULT_ROOT, make_parser, run_guarded
+
+    parser = make_parser(prog, __doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
     src = parser.add_argument_group("where the sample comes from")
-    src.add_argument("--root", help="dataset root (e.g. data/carla_leaderboard2) (default: none)")
+    src.add_argument("--root", default=DEFAULT_ROOT, help="dataset root holding data/<Scenario>/<Route>/ and "
+                                                          "shards/; relative to the working directory")
     src.add_argument("--collection", default="full_pretrain",
                      help="with --root: the shard set of this collection (default: %(default)s)")
     src.add_argument("--shards", help="a shard set folder, instead of --root/--collection (default: none)")
     src.add_argument("--index", type=int, help="sample row in the shard set (default: 0 when no --key)")
     src.add_argument("--key", help="sample key <Scenario>/<Route>/NNNN (see --list) (default: none)")
     src.add_argument("--route", help="a raw route: data/<Scenario>/<Route>, <Scenario>/<Route> or <Route> "
-                                     "(needs --root and --frame) (default: none)")
+                                     "(with --frame) (default: none)")
     src.add_argument("--frame", type=int, help="frame of --route (default: none)")
     src.add_argument("--view", choices=("normal", "perturbated"), default="normal",
                      help="sensor view (default: %(default)s)")
@@ -104,15 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.add_argument("--list", action="store_true", help="print the shard set's rows, sample keys and buckets")
     args = parser.parse_args(argv)
     try:
-        return run(args)
-    except (InspectError, ShardSetError, FrameReadError, RouteError, FileNotFoundError, RuntimeError,
-            ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return run_guarded(lambda: run(args), args.verbose, prog)
     except BrokenPipeError:  # output piped into head & co.
         sys.stdout = open(os.devnull, "w")  # keeps the interpreter from failing at exit
         return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
