@@ -11,7 +11,7 @@ the frame's meta, the source the catalog copies them from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +60,6 @@ class InspectSample:
     bucket: str | None = None
     source: str = ""
     dropped: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def has_targets(self) -> bool:
