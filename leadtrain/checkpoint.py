@@ -5,9 +5,15 @@ After epoch e: ``model_{e:04d}.pth`` (state_dict without ``module.``), ``optimiz
 skipped). For e > 0 the e-1 optimizer/scheduler/scaler/txt files are deleted, and ``model_{e-1}`` too unless
 e is in ``epoch_checkpoints_keep`` (LEAD checks e, not e-1: kept as LEAD does it).
 
-``resume/`` holds everything an exact continuation needs (model, optimizer, scheduler, scaler, RNG states,
-the loader position, counters); it is rewritten every ``resume_every_steps`` steps and at every epoch end,
-always by writing a temp folder and renaming it, so a kill -9 leaves the previous complete state.
+``resume/`` holds what an exact continuation needs beyond the epoch files: RNG states, the loader position and
+counters, plus (mid-epoch only) the model, optimizer, scheduler and scaler. At an epoch end it holds no weights
+and points at that epoch's files instead (a few KB, not a second copy of the checkpoint). It is always written
+as a temp folder renamed into place, so a kill -9 leaves the previous complete state.
+
+`load_model_file` loads a ``model_XXXX.pth`` (leadtrain's or the reference's; ``module.``/``_orig_mod.``
+prefixes are stripped). Keys must match by name and shape, except whole top-level modules that one side lacks
+(the planner when post-training starts from a pre-training checkpoint); anything else is an error that says how
+many keys matched, never a silent start from scratch.
 """
 
 from __future__ import annotations
@@ -22,10 +28,58 @@ import torch
 
 from leadio._io import replace_dir, temp_sibling
 
-__all__ = ["EPOCH_FILES", "latest_epoch_checkpoint", "load_resume_state", "prune_epoch_files", "save_atomic",
-           "save_epoch_checkpoint", "save_resume_state", "set_aside_previous_run"]
+__all__ = ["EPOCH_FILES", "CheckpointMismatch", "clean_state_dict", "latest_epoch_checkpoint", "load_model_file",
+           "load_resume_state", "prune_epoch_files", "save_atomic", "save_epoch_checkpoint", "save_resume_state",
+           "set_aside_previous_run"]
 
 EPOCH_FILES = ("model", "optimizer", "scheduler", "scaler")
+
+
+class CheckpointMismatch(ValueError):
+    """A model file whose keys do not fit the model."""
+
+
+def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop DDP's ``module.`` and torch.compile's ``_orig_mod.`` prefixes (the reference's names have neither)."""
+    out = {}
+    for key, value in state.items():
+        for prefix in ("module.", "_orig_mod."):
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key.replace("._orig_mod.", ".")] = value
+    return out
+
+
+def load_model_file(model: torch.nn.Module, path: Path, what: str = "load_file") -> dict[str, Any]:
+    """Load ``path`` into ``model`` (see the module docstring); returns counts and the modules left as they were.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointMismatch: keys or shapes that do not fit (message: matched / missing / unexpected counts).
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{what}={path}: no such file")
+    state = clean_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    own = model.state_dict()
+    matched = [k for k in own if k in state and state[k].shape == own[k].shape]
+    reshaped = sorted(k for k in own if k in state and state[k].shape != own[k].shape)
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+
+    def top(keys) -> set[str]:
+        return {k.split(".")[0] for k in keys}
+
+    new_modules = top(missing) - top(state)  # modules the file lacks entirely (a new head)
+    dropped_modules = top(unexpected) - top(own)  # modules the model lacks entirely
+    stray = [k for k in missing if k.split(".")[0] not in new_modules] + [
+        k for k in unexpected if k.split(".")[0] not in dropped_modules]
+    if not matched or reshaped or stray:
+        raise CheckpointMismatch(
+            f"{what}={path} does not fit this model: {len(matched)} of {len(own)} keys match, {len(missing)} "
+            f"missing (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}), {len(reshaped)} of "
+            f"another shape (e.g. {reshaped[:2]}); is it a checkpoint of this model and config (model=, "
+            f"image_architecture=, ...)?")
+    model.load_state_dict({k: state[k] for k in matched}, strict=False)
+    return {"matched": len(matched), "new_modules": sorted(new_modules), "dropped_modules": sorted(dropped_modules)}
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -47,7 +101,8 @@ def _write_text_atomic(path: Path, text: str) -> None:
 def save_epoch_checkpoint(logdir: Path, epoch: int, states: dict[str, dict], skipped_steps: int) -> None:
     """Write the epoch's files (``states``: model/optimizer/scheduler/scaler state dicts)."""
     for name in EPOCH_FILES:
-        save_atomic(states[name], logdir / f"{name}_{epoch:04d}.pth")
+        state = clean_state_dict(states[name]) if name == "model" else states[name]
+        save_atomic(state, logdir / f"{name}_{epoch:04d}.pth")
     _write_text_atomic(logdir / f"gradient_steps_skipped_{epoch:04d}.txt", f"{skipped_steps}\n")
 
 

@@ -1,21 +1,40 @@
-"""TrainingConfig: LEAD's training options that apply here, with LEAD's defaults, `key=value` overrides.
+"""TrainingConfig: LEAD's training options under LEAD's names and defaults, ``key=value`` overrides, and the
+reference's ``config.json``.
 
-Overrides are parsed against each field's type (``epochs=3``, ``log_wandb=true``, ``load_file=null``,
-``epoch_checkpoints_keep=[7,15]``); an unknown key or a value of the wrong type is an error listing the valid
-keys or the expected type. The resolved config (fields and derived properties) is written to
-``<logdir>/config.json`` (indent 4, as LEAD does). With ``load_file``, the ``config.json`` beside it is the
-base config and the command line overrides it (how post-training inherits the pre-training config).
+Sources, lowest priority first (as LEAD's ``initialize_config``): the defaults; with ``load_file``, the
+``config.json`` beside it (or, with ``continue_failed_training``, the logdir's own); the environment variable
+``LEAD_TRAINING_CONFIG`` (space-separated ``key=value``); the command line. Overrides are parsed against each
+field's type (``epochs=3``, ``log_wandb=true``, ``load_file=null``, ``epoch_checkpoints_keep=[7,15]``).
+
+Keys are leadtrain's fields plus the TFv6 model options (`leadtrain.tfv6.TFv6Config`, reference names), flat.
+A ``config.json`` written by the reference is understood: keys leadtrain implements keep their meaning (aliases:
+``carla_root`` = ``root``, ``use_sensor_perburtation_prob`` = ``perturbation_rate``,
+``use_mixed_precision_training``), derived keys are checked against ours, options this port does not implement
+are refused unless at their default, and every other key is listed once in a warning. On the command line an
+unknown key is an error (a typo must not pass silently). The saved ``<logdir>/config.json`` holds every key under
+the reference's names (plus leadtrain's own), so the reference agent can build the model from it.
+
+A new phase does not inherit the old one's phase-specific keys: with ``load_file``, ``continue_failed_training``
+is never inherited, and when ``use_planning_decoder`` differs from the inherited value, ``collection`` and
+``logdir`` go back to the new phase's defaults (``full_posttrain``, ``outputs/local_training/posttrain``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from leadtrain.tfv6.config import DERIVED, UNSUPPORTED, TFv6Config
+
 __all__ = ["ConfigError", "TrainingConfig", "detect_mixed_precision", "parse_overrides"]
+
+log = logging.getLogger(__name__)
+ENV_KEY = "LEAD_TRAINING_CONFIG"
 
 
 class ConfigError(ValueError):
@@ -24,13 +43,13 @@ class ConfigError(ValueError):
 
 @dataclass(kw_only=True)
 class TrainingConfig:
-    """Training options (LEAD's names and defaults where LEAD has them)."""
+    """Training options (LEAD's names and defaults where LEAD has them); ``tfv6`` holds the model options."""
 
     # data
-    root: str = "data/carla_leaderboard2"            # dataset root (raw routes, buckets, shards)
-    collection: str = "full_pretrain"                # bucket collection to plan over
+    root: str = "data/carla_leaderboard2"            # dataset root (reference: carla_root)
+    collection: str = "auto"                         # bucket collection; auto: full_pretrain / full_posttrain
     shard_collection: str = "full_pretrain"          # collection whose shard set holds the samples
-    perturbation_rate: float = 0.5                   # probability of the perturbated sensor view
+    perturbation_rate: float = 0.5                   # reference: use_sensor_perburtation_prob
     num_workers: int = 4                             # DataLoader workers per process
     backend: str = "auto"                            # leadio decode backend: auto | cpu | dali
     # optimisation (LEAD: AdamW amsgrad, cosine warm restarts with T_0 = steps per epoch, T_mult 2)
@@ -41,35 +60,57 @@ class TrainingConfig:
     seed: int = 0
     mixed_precision: str = "auto"                    # auto (bf16 where supported, else no) | bf16 | fp16 | no
     max_steps_per_epoch: int = 0                     # 0 = the whole epoch (a cap for smoke runs)
+    compile: bool = False                            # torch.compile the model (CUDA only)
+    channel_last: bool = False                       # channels_last inputs for the TFv6 encoders
     # model
-    model_size: str = "reference"                    # tiny | small | reference
+    model: str = "auto"                              # tfv6 | leadtrain; auto: leadtrain for model_size tiny/small
+    model_size: str = "reference"                    # leadtrain presets: tiny | small | reference
+    encoder_backend: str = "auto"                    # TFv6 encoders: auto | timm | builtin
+    image_pretrained_weights: str = "timm-cache"     # TFv6 ImageNet weights: timm-cache | <file> | none
     use_planning_decoder: bool = False               # post-training adds the planner
-    loss_weights: dict = field(default_factory=lambda: {"depth": 1e-5})  # others 1; normalised to sum 1
+    loss_weights: dict = field(default_factory=dict)  # overrides by loss name; normalised to sum 1
+    tfv6: TFv6Config = field(default_factory=TFv6Config)
     # checkpoints and resume
-    logdir: str = "outputs/local_training/pretrain"
-    load_file: str | None = None                     # model_XXXX.pth to start from (post-training) or resume
+    logdir: str = "auto"                             # auto: outputs/local_training/{pretrain,posttrain}
+    load_file: str | None = None                     # model_XXXX.pth to start from (post-training, fine-tuning)
     continue_failed_training: bool = False           # resume the latest complete state in logdir
     epoch_checkpoints_keep: list = field(default_factory=list)  # LEAD leaderboard mode: []
-    resume_every_steps: int = 50                     # mid-epoch resume state (data stream included); 0 = off
+    resume_every_minutes: float = 30.0               # mid-epoch resume state (data stream included); 0 = off
+    resume_every_steps: int = 0                      # ... or every N steps (0 = by time only)
     # logging
     log_scalars_frequency: int = 50
     log_images_frequency: int = 5000
     visualize_training: bool = True
     log_wandb: bool = False
-    wandb_project: str = "leadtrain"
+    wandb_project: str = "auto"                      # auto: lead_pretrain / lead_posttrain (as LEAD)
+    wandb_id: str | None = None                      # continue a W&B run (with wandb_resume=must|allow)
+    wandb_resume: str = "never"                      # never | allow | must
     viz_dir: str = "outputs/training_viz"
 
     def __post_init__(self):
+        if isinstance(self.tfv6, dict):
+            self.tfv6 = TFv6Config(**self.tfv6)
+        if self.model == "auto":
+            self.model = "leadtrain" if self.model_size in ("tiny", "small") else "tfv6"
+        phase = "posttrain" if self.use_planning_decoder else "pretrain"
+        if self.collection == "auto":
+            self.collection = f"full_{phase}"
+        if self.logdir == "auto":
+            self.logdir = f"outputs/local_training/{phase}"
         checks = [
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.lr > 0, "lr must be > 0"),
             (self.mixed_precision in ("auto", "bf16", "fp16", "no"), "mixed_precision must be auto|bf16|fp16|no"),
             (self.backend in ("auto", "cpu", "dali"), "backend must be auto|cpu|dali"),
+            (self.model in ("tfv6", "leadtrain"), "model must be tfv6|leadtrain|auto"),
             (self.model_size in ("tiny", "small", "reference"), "model_size must be tiny|small|reference"),
+            (self.encoder_backend in ("auto", "timm", "builtin"), "encoder_backend must be auto|timm|builtin"),
+            (self.wandb_resume in ("never", "allow", "must"), "wandb_resume must be never|allow|must"),
             (0.0 <= self.perturbation_rate <= 1.0, "perturbation_rate must be in [0, 1]"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
             (self.log_scalars_frequency >= 1 and self.log_images_frequency >= 1, "log frequencies must be >= 1"),
+            (self.resume_every_minutes >= 0 and self.resume_every_steps >= 0, "resume_every_* must be >= 0"),
         ]
         bad = [msg for ok, msg in checks if not ok]
         if bad:
@@ -80,10 +121,21 @@ class TrainingConfig:
     def posttrain(self) -> bool:
         return self.use_planning_decoder
 
+    @property
+    def wandb_project_name(self) -> str:
+        if self.wandb_project != "auto":
+            return self.wandb_project
+        return "lead_posttrain" if self.use_planning_decoder else "lead_pretrain"
+
     def to_dict(self) -> dict[str, Any]:
-        """Fields plus derived properties, JSON-serialisable (what config.json holds)."""
-        out = dataclasses.asdict(self)
-        out["posttrain"] = self.posttrain
+        """Every key, flat, under the reference's names (TFv6 options and aliases included), JSON-serialisable."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "tfv6"}
+        out = json.loads(json.dumps(out))
+        out.update(self.tfv6.to_dict())
+        out.update({"posttrain": self.posttrain, "is_pretraining": not self.use_planning_decoder,
+                    "carla_root": self.root, "use_sensor_perburtation_prob": self.perturbation_rate,
+                    "use_mixed_precision_training": self.mixed_precision != "no",
+                    "wandb_project_name": self.wandb_project_name, **UNSUPPORTED})
         return out
 
     def save(self, logdir: str | Path | None = None) -> Path:
@@ -95,67 +147,142 @@ class TrainingConfig:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> TrainingConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names - {"posttrain"})
-        if unknown:
-            raise ConfigError(f"{source}: unknown keys {unknown}; valid keys: {sorted(names)}")
-        return cls(**{k: v for k, v in data.items() if k in names})
+        """Build from flat keys (ours or the reference's; see the module docstring)."""
+        return cls._build(_normalise(data, source, strict=False))
+
+    @classmethod
+    def _build(cls, flat: dict) -> TrainingConfig:
+        model_keys = set(TFv6Config.keys())
+        own = {k: v for k, v in flat.items() if k not in model_keys}
+        tfv6 = {k: v for k, v in flat.items() if k in model_keys}
+        try:
+            return cls(**own, tfv6=TFv6Config(**tfv6))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(str(e)) from None
 
     @classmethod
     def load(cls, path: str | Path) -> TrainingConfig:
         return cls.from_dict(json.loads(Path(path).read_text()), str(path))
 
     @classmethod
-    def from_cli(cls, argv: list[str], defaults: dict | None = None) -> TrainingConfig:
-        """Build from ``key=value`` arguments over ``defaults``; with ``load_file``, over its config.json."""
-        overrides = parse_overrides(argv)
-        base: dict = dict(defaults or {})
-        merged = {**base, **overrides}
-        beside = None
-        if merged.get("continue_failed_training") and merged.get("logdir"):
+    def from_cli(cls, argv: list[str], defaults: dict | None = None,
+                 environ: dict | None = None) -> TrainingConfig:
+        """Build from ``key=value`` arguments and ``LEAD_TRAINING_CONFIG`` over ``defaults`` and the inherited
+        ``config.json`` (see the module docstring for the order)."""
+        cli = parse_overrides(argv)
+        env_text = (os.environ if environ is None else environ).get(ENV_KEY, "").strip()
+        env = parse_overrides(env_text.split(), source=ENV_KEY, strict=False) if env_text else {}
+        given = {**env, **cli}
+        merged = {**(defaults or {}), **given}
+        inherited: dict = {}
+        if merged.get("continue_failed_training") and merged.get("logdir", "auto") != "auto":
             beside = Path(merged["logdir"]) / "config.json"  # a resumed run keeps its own config
+            if beside.exists():
+                inherited = _normalise(json.loads(beside.read_text()), str(beside), strict=False)
         elif merged.get("load_file"):
             beside = Path(merged["load_file"]).parent / "config.json"
-        if beside is not None and beside.exists():
-            inherited = json.loads(beside.read_text())
-            inherited.pop("posttrain", None)
-            base = {**inherited, **base}
-        return cls.from_dict({**base, **overrides}, "command line")
+            if beside.exists():
+                inherited = _normalise(json.loads(beside.read_text()), str(beside), strict=False)
+                inherited.pop("continue_failed_training", None)  # never inherited from another run
+                inherited.pop("load_file", None)
+                planning = merged.get("use_planning_decoder", inherited.get("use_planning_decoder", False))
+                if bool(planning) != bool(inherited.get("use_planning_decoder", False)):
+                    inherited.pop("collection", None)  # a new phase: its own collection and logdir
+                    inherited.pop("logdir", None)
+        if "model_size" in given and "model" not in given:
+            given["model"] = "auto"  # an explicit preset picks its model family
+        return cls._build({**inherited, **(defaults or {}), **given})
 
 
-def _field_types() -> dict[str, Any]:
-    defaults = TrainingConfig()
-    return {f.name: getattr(defaults, f.name) for f in fields(TrainingConfig)}
+_ALIASES = {"carla_root": "root", "use_sensor_perburtation_prob": "perturbation_rate"}
+_DERIVED_OURS = {"posttrain", "is_pretraining", "wandb_project_name"}
 
 
-def parse_overrides(argv: list[str]) -> dict[str, Any]:
-    """``["epochs=3", "log_wandb=true"]`` -> typed dict, checked against the fields.
+def _valid_keys() -> dict[str, Any]:
+    own = TrainingConfig.__dataclass_fields__
+    out = {name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+           for name, f in own.items() if name != "tfv6"}
+    out.update(dataclasses.asdict(TFv6Config()))
+    return out
+
+
+def _normalise(data: dict, source: str, strict: bool) -> dict:
+    """Map a flat config dict onto our keys: aliases, derived keys checked and dropped, unsupported options
+    refused, unknown keys warned about once (or refused with ``strict``)."""
+    valid = _valid_keys()
+    out, unknown = {}, []
+    for key, value in data.items():
+        if key in valid:
+            out[key] = value
+        elif key in _ALIASES:
+            if _ALIASES[key] not in data:
+                out[_ALIASES[key]] = value
+        elif key == "use_mixed_precision_training":
+            if "mixed_precision" not in data and not value:
+                out["mixed_precision"] = "no"
+        elif key in UNSUPPORTED:
+            if value != UNSUPPORTED[key]:
+                raise ConfigError(f"{source}: {key}={value!r} is not implemented by leadtrain's TFv6 (only "
+                                  f"{UNSUPPORTED[key]!r}); use the reference trainer for this configuration")
+        elif key in DERIVED or key in _DERIVED_OURS:
+            continue
+        else:
+            unknown.append(key)
+    if unknown and strict:
+        raise ConfigError(f"{source}: unknown keys {sorted(unknown)}; valid keys: {sorted(valid)}")
+    tfv6 = TFv6Config(**{k: v for k, v in out.items() if k in TFv6Config.keys()})
+    wrong = [f"{k}={data[k]} (leadtrain derives {v})" for k, v in tfv6.derived().items() if k in data
+             and data[k] != v]
+    if wrong:
+        raise ConfigError(f"{source}: derived keys disagree with the config's own options: {', '.join(wrong)}")
+    if unknown:
+        log.warning("%s: %d keys leadtrain does not implement are ignored: %s", source, len(unknown),
+                    ", ".join(sorted(unknown)))
+    return out
+
+
+def parse_overrides(argv: list[str], source: str = "command line", strict: bool = True) -> dict[str, Any]:
+    """``["epochs=3", "log_wandb=true"]`` -> typed dict, checked against the keys.
 
     Raises:
-        ConfigError: not ``key=value``, unknown key, or a value that does not parse as the field's type.
+        ConfigError: not ``key=value``, unknown key (``strict``; else a warning), or a value that does not
+            parse as the key's type.
     """
-    defaults = _field_types()
+    defaults = _valid_keys()
     out: dict[str, Any] = {}
+    unknown = []
     for arg in argv:
         key, eq, raw = arg.partition("=")
         key = key.strip().lstrip("-").replace("-", "_")
+        key = _ALIASES.get(key, key)
         if not eq:
             raise ConfigError(f"argument {arg!r} is not key=value; valid keys: {sorted(defaults)}")
         if key not in defaults:
-            raise ConfigError(f"unknown key {key!r}; valid keys: {sorted(defaults)}")
+            if key in UNSUPPORTED or key == "use_mixed_precision_training":
+                out.update(_normalise({key: _parse_value(raw, True, key)}, source, strict=True))
+                continue
+            if strict:
+                raise ConfigError(f"unknown key {key!r}; valid keys: {sorted(defaults)}")
+            unknown.append(key)
+            continue
         default = defaults[key]
         try:
             out[key] = _parse_value(raw, default, key)
         except (ValueError, json.JSONDecodeError) as e:
-            kind = "null or a path" if key == "load_file" else type(default).__name__
+            kind = "null or a path" if default is None else type(default).__name__
             raise ConfigError(f"{key}={raw!r}: expected {kind} ({e})") from None
+    if unknown:
+        log.warning("%s: %d keys leadtrain does not implement are ignored: %s", source, len(unknown),
+                    ", ".join(sorted(unknown)))
     return out
 
 
 def _parse_value(raw: str, default: Any, key: str) -> Any:
     low = raw.strip().lower()
-    if low in ("null", "none", "") and (default is None or key == "load_file"):
+    if low in ("null", "none", "") and default is None:
         return None
+    if default is None:
+        return raw
     if isinstance(default, bool):
         if low in ("true", "1", "yes", "on"):
             return True

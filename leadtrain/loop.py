@@ -28,6 +28,7 @@ from leadio.format import dataset_config_for_root
 from leadio.shard import shard_set_dir
 from leadtrain.checkpoint import (
     latest_epoch_checkpoint,
+    load_model_file,
     load_resume_state,
     prune_epoch_files,
     save_epoch_checkpoint,
@@ -45,19 +46,53 @@ PERCEPTION_KEYS = ["rgb", "semantic", "depth", "lidar", "bev_semantic", "radar",
 
 
 def build_model(cfg: TrainingConfig) -> torch.nn.Module:
+    """``model=tfv6``: the reference TFv6 (ImageNet image encoder unless a checkpoint replaces it); else the
+    compact leadtrain model of ``model_size``."""
+    if cfg.model == "tfv6":
+        from leadtrain.tfv6 import TFv6
+
+        weights = "none" if cfg.load_file or cfg.continue_failed_training else cfg.image_pretrained_weights
+        return TFv6(cfg.tfv6, planning=cfg.use_planning_decoder, encoder_backend=cfg.encoder_backend,
+                    image_pretrained_weights=weights)
     from leadtrain.model import ModelConfig, TransFuser
 
     return TransFuser(ModelConfig.preset(cfg.model_size, use_planner=cfg.use_planning_decoder))
 
 
-def _compute_losses(model, batch: dict, planning: bool, weights: dict) -> tuple[torch.Tensor, dict, dict]:
-    from leadtrain.losses import perception_losses, planning_losses, total_loss
+def _loss_weights(cfg: TrainingConfig) -> dict[str, float]:
+    """Normalised weight per loss name (TFv6: the reference's; leadtrain model: `leadtrain.losses`')."""
+    if cfg.model == "tfv6":
+        from leadtrain.tfv6 import loss_weights
+
+        return loss_weights(cfg.tfv6, cfg.use_planning_decoder, cfg.loss_weights)
+    return dict(cfg.loss_weights)
+
+
+def _compute_losses(cfg: TrainingConfig, model, core, batch: dict, weights: dict,
+                    metrics: dict | None) -> tuple[torch.Tensor, dict, dict, dict]:
+    """(total, unweighted losses, weighted losses, predictions) for a leadio batch; TFv6 gets it in LEAD format."""
+    planning = cfg.use_planning_decoder
+    if cfg.model == "tfv6":
+        from leadio.lead import to_lead_batch
+        from leadtrain.tfv6 import color_augment
+
+        data = to_lead_batch(batch, planning=planning)
+        if cfg.tfv6.use_color_aug:
+            data["rgb"] = color_augment(data["rgb"].float(), cfg.tfv6.use_color_aug_prob)
+        pred = model(data)
+        losses = core.compute_loss(pred, data, metrics)
+        scaled = {k: weights[k] * v.float() for k, v in losses.items()}
+        return sum(scaled.values()), losses, scaled, pred
+    from leadtrain.losses import DEFAULT_LOSS_WEIGHTS, perception_losses, planning_losses, total_loss
 
     pred = model(batch, planning=planning)
     losses = perception_losses(pred, batch)
     if planning:
         losses.update(planning_losses(pred, batch))
-    return total_loss(losses, weights), losses, pred
+    merged = {**DEFAULT_LOSS_WEIGHTS, **weights}
+    norm = sum(float(merged.get(k, 1.0)) for k in losses)
+    scaled = {k: float(merged.get(k, 1.0)) / norm * v.float() for k, v in losses.items()}
+    return total_loss(losses, weights), losses, scaled, pred
 
 
 @dataclass
@@ -70,12 +105,11 @@ class RunResult:
     final_losses: dict[str, float]
 
 
-def _load_model_file(model: torch.nn.Module, path: Path, strict: bool) -> None:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    result = model.load_state_dict(state, strict=strict)
-    if not strict:
-        log.info("loaded %s non-strictly: %d missing keys (%s...), %d unexpected", path, len(result.missing_keys),
-                 ", ".join(result.missing_keys[:3]), len(result.unexpected_keys))
+def _load_model_file(model: torch.nn.Module, path: Path, what: str) -> None:
+    info = load_model_file(model, path, what)
+    log.info("%s=%s: %d keys loaded%s%s", what, path, info["matched"],
+             f"; new (random init): {', '.join(info['new_modules'])}" if info["new_modules"] else "",
+             f"; not in this model: {', '.join(info['dropped_modules'])}" if info["dropped_modules"] else "")
 
 
 class _Logger:
@@ -93,7 +127,8 @@ class _Logger:
                 import wandb
             except ImportError as e:
                 raise RuntimeError("log_wandb=true needs wandb: pip install 'leadio[wandb]'") from e
-            self.wandb = wandb.init(project=cfg.wandb_project, dir=cfg.logdir, config=cfg.to_dict(),
+            self.wandb = wandb.init(project=cfg.wandb_project_name, dir=cfg.logdir, config=cfg.to_dict(),
+                                    id=cfg.wandb_id, resume=cfg.wandb_resume,
                                     mode=os.environ.get("WANDB_MODE", "offline"))
 
     def scalars(self, values: dict[str, float], step: int) -> None:
@@ -180,9 +215,9 @@ def run(cfg: TrainingConfig) -> RunResult:
                 log.warning("continue_failed_training=true but %s holds no checkpoint: starting from scratch", logdir)
             else:
                 start_epoch = latest[0] + 1
-                _load_model_file(model, latest[1], strict=True)
+                _load_model_file(model, latest[1], "continue_failed_training")
     elif cfg.load_file:
-        _load_model_file(model, Path(cfg.load_file), strict=False)  # post-training: planner is new
+        _load_model_file(model, Path(cfg.load_file), "load_file")  # post-training: the planner is new
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=True,
                                   fused=torch.cuda.is_available() or None)
 
@@ -199,6 +234,10 @@ def run(cfg: TrainingConfig) -> RunResult:
     skipped = 0
     step_in_epoch = 0
     if resume is not None:
+        if "weights_from_epoch" in resume:  # an epoch-end state: the weights are that epoch's files
+            e = resume["weights_from_epoch"]
+            resume.update({n: torch.load(logdir / f"{n}_{e:04d}.pth", map_location="cpu", weights_only=True)
+                           for n in ("model", "optimizer", "scheduler", "scaler")})
         accelerator.unwrap_model(model).load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
@@ -222,7 +261,9 @@ def run(cfg: TrainingConfig) -> RunResult:
     logger = _Logger(cfg, main)
     viz_dir = Path(cfg.viz_dir)
     phase = "posttrain" if planning else "pretrain"
-    weights = dict(cfg.loss_weights)
+    weights = _loss_weights(cfg)
+    core = accelerator.unwrap_model(model)
+    n_params = sum(p.numel() for p in core.parameters() if p.requires_grad)
     epoch_times, stall_total, step_total = [], 0.0, 0.0
     global_step = start_epoch * steps_per_epoch + step_in_epoch
     last_losses: dict[str, float] = {}
@@ -232,12 +273,28 @@ def run(cfg: TrainingConfig) -> RunResult:
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else {}}
 
-    def save_resume(epoch: int, step: int) -> None:
+    last_resume = [time.monotonic()]
+
+    def save_resume(epoch: int, step: int, weights_from_epoch: int | None = None) -> None:
+        """Mid-epoch: everything; at an epoch end (``weights_from_epoch``): no weights, a pointer to its files."""
         if main:
-            save_resume_state(logdir, {**states(), "epoch": epoch, "step_in_epoch": step, "skipped": skipped,
+            heavy = states() if weights_from_epoch is None else {"weights_from_epoch": weights_from_epoch}
+            save_resume_state(logdir, {**heavy, "epoch": epoch, "step_in_epoch": step, "skipped": skipped,
                                        "loader": loader.state_dict(), "rng_cpu": torch.get_rng_state(),
                                        "rng_cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None})
+        last_resume[0] = time.monotonic()
         accelerator.wait_for_everyone()
+
+    def resume_due(step: int) -> bool:
+        """Every ``resume_every_steps`` steps, or when ``resume_every_minutes`` have passed (rank 0's clock)."""
+        if cfg.resume_every_steps and step % cfg.resume_every_steps == 0:
+            return True
+        if not cfg.resume_every_minutes:
+            return False
+        due = torch.tensor(float(time.monotonic() - last_resume[0] >= 60 * cfg.resume_every_minutes))
+        if world > 1:  # every rank must take the same decision (a barrier follows)
+            due = accelerator.reduce(due.to(accelerator.device), reduction="sum").cpu()
+        return bool(due > 0)
 
     for epoch in range(start_epoch, cfg.epochs):
         loader.set_epoch(epoch)
@@ -258,8 +315,10 @@ def run(cfg: TrainingConfig) -> RunResult:
                 break
             t_data = time.perf_counter()
             batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+            log_now = main and (global_step + 1) % cfg.log_scalars_frequency == 0
+            metrics: dict | None = {} if log_now else None
             with accelerator.autocast():
-                loss, losses, pred = _compute_losses(model, batch, planning, weights)
+                loss, losses, scaled, pred = _compute_losses(cfg, model, core, batch, weights, metrics)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {step_in_epoch}: "
                                          f"{ {k: float(v) for k, v in losses.items()} }")
@@ -280,13 +339,23 @@ def run(cfg: TrainingConfig) -> RunResult:
             last_losses = {k: float(v.detach()) for k, v in losses.items()} | {"total": float(loss.detach())}
             bar.update(1)
             bar.set_postfix(loss=f"{last_losses['total']:.3f}", refresh=False)
-            if main and global_step % cfg.log_scalars_frequency == 0:
-                values = {f"loss/{k}": v for k, v in last_losses.items()}
-                values["lr"] = scheduler.get_last_lr()[0]
+            if log_now:  # the reference's tags (unscaled_loss/*, scaled_loss/*, metric/*, debug/*) plus ours
+                values = {f"unscaled_loss/{k}": float(v.detach()) for k, v in losses.items()}
+                values.update({f"scaled_loss/{k}": float(v.detach()) for k, v in scaled.items()})
+                values["scaled_loss/total"] = last_losses["total"]
+                values.update(metrics or {})
+                values.update({"debug/epoch": epoch, "debug/lr_0": scheduler.get_last_lr()[0],
+                               "debug/batch_size_per_gpu": per_rank, "debug/num_gpu": torch.cuda.device_count(),
+                               "debug/model_size": n_params, "debug/gradient_steps_skipped": skipped,
+                               "debug/num_gradient_steps": steps_per_epoch * cfg.epochs,
+                               "debug/steps_left": steps_per_epoch * cfg.epochs - global_step,
+                               "debug/average_loading_time": window_stall / max(window_samples, 1)})
+                if accelerator.scaler is not None:
+                    values["debug/grad_scale"] = accelerator.scaler.get_scale()
                 values["throughput/samples_per_s"] = window_samples / max(window_time, 1e-9)
                 values["throughput/data_stall_pct"] = 100.0 * window_stall / max(window_time, 1e-9)
                 if torch.cuda.is_available():
-                    values["memory/gpu_allocated_gb"] = torch.cuda.max_memory_allocated() / 1e9
+                    values["debug/max_gpu_mem"] = torch.cuda.max_memory_allocated() / 1024**3
                 import resource
 
                 values["memory/host_max_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
@@ -298,16 +367,17 @@ def run(cfg: TrainingConfig) -> RunResult:
                 save_png(image, viz_dir / f"{phase}_e{epoch:04d}_s{global_step:07d}.png")
                 logger.image(f"{phase}/sample", image, global_step)
                 viz_done = True
-            if cfg.resume_every_steps and step_in_epoch % cfg.resume_every_steps == 0 and step_in_epoch < steps:
+            if step_in_epoch < steps and resume_due(step_in_epoch):
                 save_resume(epoch, step_in_epoch)
         bar.close()
         if main:
             save_epoch_checkpoint(logdir, epoch, states(), skipped)
-            prune_epoch_files(logdir, epoch, list(cfg.epoch_checkpoints_keep))
         epoch_times.append(time.perf_counter() - t_epoch)
         step_in_epoch = 0
         loader.set_epoch(epoch + 1)
-        save_resume(epoch + 1, 0)
+        save_resume(epoch + 1, 0, weights_from_epoch=epoch)  # before pruning: it points at this epoch's files
+        if main:
+            prune_epoch_files(logdir, epoch, list(cfg.epoch_checkpoints_keep))
         if main:
             log.info("%s epoch %d: %.1fs, loss %.4f, data stall %.1f%%", phase, epoch, epoch_times[-1],
                      last_losses.get("total", math.nan), 100 * stall_total / max(step_total, 1e-9))

@@ -16,7 +16,7 @@ from leadtrain.checkpoint import latest_epoch_checkpoint
 from leadtrain.config import parse_overrides
 from leadtrain.pretrain import main as _main
 
-DEFAULTS = {"collection": "full_posttrain", "use_planning_decoder": True, "continue_failed_training": False,
+DEFAULTS = {"use_planning_decoder": True, "continue_failed_training": False,
             "logdir": "outputs/local_training/posttrain"}
 
 

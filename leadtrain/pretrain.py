@@ -1,6 +1,8 @@
 """Perception pre-training: ``accelerate launch leadtrain/pretrain.py key=value ...`` (or plain ``python``).
 
-Defaults: the ``full_pretrain`` collection, perception losses only, logdir ``outputs/local_training/pretrain``.
+Defaults: the ``full_pretrain`` collection, perception losses only, logdir ``outputs/local_training/pretrain``;
+with ``use_planning_decoder=true`` (e.g. ``load_file=<pretrain model> use_planning_decoder=true``, as LEAD) the
+``full_posttrain`` collection and ``outputs/local_training/posttrain``, unless given.
 Any `leadtrain.config.TrainingConfig` field can be overridden as ``key=value``.
 """
 
@@ -12,7 +14,7 @@ import sys
 from leadtrain.config import ConfigError, TrainingConfig
 from leadtrain.loop import run
 
-DEFAULTS = {"collection": "full_pretrain", "use_planning_decoder": False, "logdir": "outputs/local_training/pretrain"}
+DEFAULTS: dict = {}  # collection and logdir follow use_planning_decoder (auto); a load_file's config.json is the base
 
 
 def main(argv: list[str] | None = None, defaults: dict = DEFAULTS) -> int:

@@ -37,6 +37,9 @@ def render_sample(batch: dict, pred: dict, i: int = 0, height: int = 240) -> np.
     def np_(t: torch.Tensor) -> np.ndarray:
         return t.detach().float().cpu().numpy() if t.dtype != torch.uint8 else t.detach().cpu().numpy()
 
+    if "pred_bev_semantic" in pred:  # TFv6 predictions (the reference's names)
+        pred = {"bev_semantic": pred["pred_bev_semantic"], **({"waypoints": pred["pred_future_waypoints"]}
+                                                               if "pred_future_waypoints" in pred else {})}
     panels = []
     if "rgb" in batch:
         panels.append(_panel(np.ascontiguousarray(np_(batch["rgb"][i]).transpose(1, 2, 0)), "camera", height))

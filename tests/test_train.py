@@ -79,11 +79,12 @@ def test_pretrain_layout_tensorboard_then_posttrain(train_root, tmp_path):
     events = EventAccumulator(str(pre))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"loss/total", "lr", "throughput/samples_per_s", "throughput/data_stall_pct",
-            "memory/host_max_rss_gb"} <= tags
-    assert {"loss/semantic", "loss/depth", "loss/bev_semantic"} <= tags
-    assert not any(t.startswith("loss/waypoint") for t in tags)  # pre-training: perception only
-    assert len(events.Scalars("loss/total")) == 12  # 3 epochs x 4 steps, logged every step
+    assert {"scaled_loss/total", "debug/lr_0", "debug/epoch", "debug/gradient_steps_skipped",
+            "debug/average_loading_time", "throughput/samples_per_s", "throughput/data_stall_pct",
+            "memory/host_max_rss_gb"} <= tags  # the reference's tags plus ours
+    assert {"unscaled_loss/semantic", "unscaled_loss/depth", "scaled_loss/bev_semantic"} <= tags
+    assert not any(t.startswith("unscaled_loss/waypoint") for t in tags)  # pre-training: perception only
+    assert len(events.Scalars("scaled_loss/total")) == 12  # 3 epochs x 4 steps, logged every step
 
     post = tmp_path / "posttrain"
     _train("posttrain.py", train_root, post, f"load_file={pre / 'model_0002.pth'}", "epochs=1",
@@ -100,7 +101,7 @@ def test_pretrain_layout_tensorboard_then_posttrain(train_root, tmp_path):
     assert backbone and all(torch.allclose(before[k].float(), after[k].float(), atol=1e-6) for k in backbone)
     tags = EventAccumulator(str(post))
     tags.Reload()
-    assert any(t.startswith("loss/waypoint") for t in tags.Tags()["scalars"])
+    assert any(t.startswith("unscaled_loss/waypoint") for t in tags.Tags()["scalars"])
 
 
 def test_kill9_then_continue_gives_the_same_weights(train_root, tmp_path):
@@ -142,3 +143,77 @@ def test_two_rank_ddp_on_cpu(train_root, tmp_path):
     summaries = [json.loads((logdir / f"run_summary_rank{r}.json").read_text()) for r in (0, 1)]
     assert summaries[0]["global_steps"] == summaries[1]["global_steps"] == 8
     assert summaries[0]["weights_sha256"] == summaries[1]["weights_sha256"]
+
+
+REFERENCE_STYLE = {  # an excerpt of a reference config.json (training_dict of kesai-labs/lead), with its quirks
+    "batch_size": 64, "epochs": 31, "lr": 0.0003, "carla_root": "data/carla_leaderboard2", "logdir": "x/pretrain",
+    "use_planning_decoder": False, "continue_failed_training": True, "load_file": None, "seed": 0,
+    "image_architecture": "resnet34", "lidar_architecture": "regnety_032", "n_layer": 2, "LTF": False,
+    "img_vert_anchors": 12, "img_horz_anchors": 36, "lidar_vert_anchors": 10, "lidar_horz_anchors": 12,
+    "use_sensor_perburtation_prob": 0.5, "use_mixed_precision_training": True, "log_wandb": False,
+    "bicycle_frame_rate": 20, "camera_calibration": {"1": {"fov": 60}}, "use_training_session_cache": True,
+    "wandb_id": None, "wandb_resume": "never", "description": "An example experiment description.",
+}  # fmt: skip
+
+
+def test_reference_config_json_is_understood_and_unknown_keys_warn_once(tmp_path, caplog):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(REFERENCE_STYLE))
+    with caplog.at_level("WARNING", logger="leadtrain.config"):
+        cfg = TrainingConfig.load(path)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "4 keys leadtrain does not implement are ignored: bicycle_frame_rate, " \
+        "camera_calibration, description, use_training_session_cache" in warnings[0]
+    assert cfg.model == "tfv6" and cfg.tfv6.lidar_architecture == "regnety_032"
+    assert cfg.root == "data/carla_leaderboard2"
+    assert cfg.perturbation_rate == 0.5 and cfg.mixed_precision == "auto" and cfg.collection == "full_pretrain"
+    saved = json.loads(cfg.save(tmp_path / "out").read_text())  # the reference's names, for its agent
+    assert saved["carla_root"] == cfg.root and saved["lidar_architecture"] == "regnety_032" and saved["LTF"] is False
+    assert saved["img_horz_anchors"] == 36 and saved["bev_features_chanels"] == 64
+    assert saved["use_planning_decoder"] is False
+    assert TrainingConfig.load(tmp_path / "out" / "config.json") == cfg  # our own file reads back without a warning
+    with pytest.raises(ConfigError, match=r"LTF=True is not implemented"):
+        TrainingConfig.from_dict({**REFERENCE_STYLE, "LTF": True})
+    with pytest.raises(ConfigError, match=r"img_horz_anchors=72 \(leadtrain derives 36\)"):
+        TrainingConfig.from_dict({**REFERENCE_STYLE, "img_horz_anchors": 72})
+
+
+def test_lead_training_config_and_single_entry_point_posttrain(tmp_path):
+    pre = tmp_path / "pretrain"
+    pre.mkdir()
+    (pre / "config.json").write_text(json.dumps({**REFERENCE_STYLE, "collection": "full_pretrain",
+                                                 "logdir": str(pre)}))
+    env = {"LEAD_TRAINING_CONFIG": f"load_file={pre / 'model_0030.pth'} use_planning_decoder=true epochs=5"}
+    # as the reference's posttrain: LEAD_TRAINING_CONFIG over the pretrain config.json, the command line over both
+    cfg = TrainingConfig.from_cli(["epochs=7"], defaults={}, environ=env)
+    assert cfg.use_planning_decoder and cfg.load_file == str(pre / "model_0030.pth") and cfg.epochs == 7
+    assert cfg.collection == "full_posttrain" and cfg.logdir == "outputs/local_training/posttrain"  # new phase
+    assert cfg.continue_failed_training is False  # never inherited from the pretrain run
+    assert cfg.tfv6.lidar_architecture == "regnety_032" and cfg.batch_size == 64  # everything else is
+    same_phase = TrainingConfig.from_cli([f"load_file={pre / 'model_0030.pth'}"], defaults={}, environ={})
+    assert same_phase.collection == "full_pretrain" and same_phase.logdir == str(pre)
+    with pytest.raises(ConfigError, match=r"unknown key 'epoch'"):
+        TrainingConfig.from_cli(["epoch=3"], environ={})
+
+
+def test_mismatched_load_file_is_an_error_naming_the_matched_keys(tmp_path):
+    from leadtrain.checkpoint import CheckpointMismatch, load_model_file
+    from leadtrain.model import ModelConfig, TransFuser
+    from leadtrain.tfv6 import TFv6, TFv6Config
+
+    small = TFv6Config(final_image_height=64, final_image_width=192, image_architecture="resnet18",
+                       lidar_architecture="resnet18")
+    torch.save(TransFuser(ModelConfig.preset("tiny")).state_dict(), tmp_path / "leadtrain.pth")
+    with pytest.raises(CheckpointMismatch, match=r"load_file=.*leadtrain.pth does not fit this model: 0 of 674 keys "
+                                                 r"match, 674 missing .* 222 unexpected"):
+        load_model_file(TFv6(small, planning=True), tmp_path / "leadtrain.pth")
+    pre = TFv6(small, planning=False)
+    torch.save({f"module.{k}": v for k, v in pre.state_dict().items()}, tmp_path / "pre.pth")  # DDP prefix
+    post = TFv6(small, planning=True)
+    info = load_model_file(post, tmp_path / "pre.pth")  # pretrain -> posttrain: only the planner is new
+    assert info == {"matched": len(pre.state_dict()), "new_modules": ["planning_decoder"], "dropped_modules": []}
+    assert all(torch.equal(v, post.state_dict()[k]) for k, v in pre.state_dict().items())
+    other = TFv6(small.replace(n_layer=1), planning=False).state_dict()
+    torch.save(other, tmp_path / "other.pth")
+    with pytest.raises(CheckpointMismatch, match=r"480 of 544 keys match, 64 missing \(e\.g\. \[.backbone"):
+        load_model_file(TFv6(small, planning=False), tmp_path / "other.pth")
