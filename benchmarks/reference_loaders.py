@@ -10,7 +10,7 @@ view). A torch DataLoader with the default collate turns them into the same batc
   `leadio.format.read_frame` (PNG decodes, LAZ decompression, lzma-unpickled metas and boxes), decodes the
   JPEG with OpenCV as LEAD does, and builds every target with `leadio.targets` (LiDAR histogram, BEV semantic
   with the occupancy canvas, box rows, planning targets, radar input).
-- `build_reference_cache` + `ReferenceCacheDataset`: LEAD's persistent cache (LEAD_FORMAT.md §6). The build
+- `build_reference_cache` + `ReferenceCacheDataset`: LEAD's persistent cache (docs/format.md §6). The build
   writes one lzma pickle per sample holding what LEAD's ``CompressedSensorData`` holds, as a plain dict
   (builtins and bytes, so `leadio.format.load_lzma_pickle`'s restricted unpickler reads it): the original
   JPEG, ``lidar_bev`` as a uint16 PNG of value·65535 (value = counts / 5), the semantic and depth PNGs, the
@@ -84,7 +84,7 @@ RAW_FILES = (("rgb", True), ("semantics", True), ("depth", True), ("hdmap", True
              ("lidar", False), ("bboxes", False), ("metas", False))
 _RAW_MODALITIES = ("rgb_jpeg", "semantics", "depth", "hdmap", "lidar", "radar", "boxes", "meta")
 _HDMAP_LUT = np.zeros(256, np.uint8)
-_HDMAP_LUT[:9] = (0, 1, 0, 2, 2, 3, 0, 0, 0)  # LEAD_FORMAT §4.5: ChauffeurNet id -> road, lane markers, stop signs
+_HDMAP_LUT[:9] = (0, 1, 0, 2, 2, 3, 0, 0, 0)  # docs/format.md §4.5: ChauffeurNet id -> road, lane markers, stop signs
 _OCC_OFFSET = 3  # bev = occupancy + 3 where a box is drawn (§4.5)
 _OCC_SIZE_M = 256.0  # the occupancy canvas spans +-128 m
 _BOX_WAYPOINTS = 8  # LEAD caches bboxes_waypoints (90, 8, 2) and bboxes_num_waypoints (90,)

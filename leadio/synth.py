@@ -137,7 +137,7 @@ class RouteSpec:
     weather: str
     name: str
     outcome: str
-    passes_filter: bool  # whether LEAD's route filter (LEAD_FORMAT §1) keeps this route
+    passes_filter: bool  # whether LEAD's route filter (docs/format.md §1.2) keeps this route
 
     @property
     def relpath(self) -> str:

@@ -1,4 +1,4 @@
-"""One raw LEAD frame -> the fixed-shape training arrays of LEAD_FORMAT.md §4 (pure numpy + OpenCV, no I/O).
+"""One raw LEAD frame -> the fixed-shape training arrays of docs/format.md §4 (pure numpy + OpenCV, no I/O).
 
 Input is the dict of `leadio.format.read_frame`. With ``perturbated=True`` every geometric label gets
 P(t, r) (§0) from meta's ``perturbation_translation`` (m) and ``perturbation_rotation`` (deg). The hdmap
@@ -155,7 +155,7 @@ def _normalize(a: float) -> float:
 
 def _require(meta: dict, key: str, why: str) -> Any:
     if key not in meta:
-        raise ValueError(f"meta has no {key!r}, which {why} needs (LEAD_FORMAT.md §2)")
+        raise ValueError(f"meta has no {key!r}, which {why} needs (docs/format.md §2)")
     return meta[key]
 
 
@@ -247,7 +247,7 @@ def scenario_type_id(meta: dict) -> int:
     """
     name = _scenario_type(meta)
     if name not in SCENARIO_TYPES:
-        raise ValueError(f"meta scenario type {name!r} is not one of LEAD's SCENARIO_TYPES (LEAD_FORMAT.md §2)")
+        raise ValueError(f"meta scenario type {name!r} is not one of LEAD's SCENARIO_TYPES (docs/format.md §2)")
     return SCENARIO_TYPES.index(name)
 
 

@@ -1,4 +1,4 @@
-"""Training targets built on the device, and the losses of `leadtrain.model.TransFuser` (LEAD_FORMAT.md §4.3-4.7, §8).
+"""Training targets built on the device, and the losses of `leadtrain.model.TransFuser` (docs/format.md §4.3-4.7, §8).
 
 leadio stores only what is expensive to make: box rows, class-id maps, 8-bit depth, planning targets. Dense
 CenterNet targets are drawn on the boxes' device by `leadio.lead.centernet_targets` (the one implementation,
@@ -44,7 +44,7 @@ def centernet_targets(
     boxes: Tensor, num_boxes: Tensor, grid: tuple[int, int] = (80, 96), num_classes: int = 8, *,
     num_yaw_bins: int = 12, min_overlap: float = 0.1, min_radius: int = 2,
 ) -> dict[str, Tensor]:  # fmt: skip
-    """CenterNet targets of LEAD_FORMAT §4.6 from box rows, on ``boxes.device``: `leadio.lead.centernet_targets`
+    """CenterNet targets of docs/format.md §4.6 from box rows, on ``boxes.device``: `leadio.lead.centernet_targets`
     (the one implementation, LEAD's values) with rows past ``num_boxes`` ignored, class maps as int64 for
     cross-entropy and ``avg_factor`` as float32.
 

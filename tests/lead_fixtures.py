@@ -1,6 +1,6 @@
 """Hand-written LEAD-format files for tests, written with plain libraries (never with leadio.synth).
 
-`write_frame` writes every modality of one frame exactly as LEAD_FORMAT.md describes; `write_light_route`
+`write_frame` writes every modality of one frame exactly as docs/format.md §1-§3 describes; `write_light_route`
 writes a route whose metas are real but whose image/LiDAR files are empty placeholders, for tests that only
 exercise discovery, the catalog and buckets (which read metas and file listings only).
 """

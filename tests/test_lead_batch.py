@@ -1,6 +1,6 @@
 """leadio.lead: every key of the LEAD-format batch against a computation from the raw files written here.
 
-The expectations follow LEAD_FORMAT.md §4 and LEAD's loader (kesai-labs/lead 4489176) with numpy/OpenCV in the
+The expectations follow docs/format.md §4 and LEAD's loader (kesai-labs/lead 4489176) with numpy/OpenCV in the
 test: never leadio's own target code. Routes are hand-written (tests/lead_fixtures.py) and synthetic
 (leadio.synth). Where LEAD's numpy 1.26 promoted float32 scalars to float64, the test casts explicitly.
 """

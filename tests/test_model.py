@@ -173,7 +173,7 @@ def test_centernet_yaw_bins(yaw_deg, k, res_deg):
 
 
 def _loop_targets(rows: np.ndarray, grid=(80, 96), num_classes=8) -> dict[str, np.ndarray]:
-    """TransFuser's get_targets + mmdet's gen_gaussian_target, one box at a time (yaw per LEAD_FORMAT §4.6)."""
+    """TransFuser's get_targets + mmdet's gen_gaussian_target, one box at a time (yaw per docs/format.md §4.6)."""
     h, w = grid
     heat = np.zeros((num_classes, h, w), np.float32)
     dense = {k: np.zeros((c, h, w), np.float32) for k, c in (("wh", 2), ("offset", 2), ("yaw_class", 1),

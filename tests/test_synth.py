@@ -70,7 +70,7 @@ def read_png(path: Path) -> np.ndarray:
 
 
 def lead_filter_keeps(res: dict) -> bool:
-    """LEAD's route filter (LEAD_FORMAT §1), written from the specification."""
+    """LEAD's route filter (docs/format.md §1.2), written from the specification."""
     inf, n = res["infractions"], res["num_infractions"]
     min_speed, outside = len(inf["min_speed_infractions"]), len(inf["outside_route_lanes"])
     score = res["scores"]["score_composed"]
@@ -236,7 +236,7 @@ def test_lidar_and_cameras_agree_with_boxes(routes):
 
 
 def test_perturbed_hdmap_is_the_view_under_p(routes):
-    """hdmap_perturbated pixel p' shows what hdmap shows at p = R(r)p' + (0, t) (LEAD_FORMAT §0, P(t, r))."""
+    """hdmap_perturbated pixel p' shows what hdmap shows at p = R(r)p' + (0, t) (docs/format.md §0, P(t, r))."""
     for route in routes:
         meta = load_pkl(route / "metas" / "0004.pkl")
         t, r = meta["perturbation_translation"], np.deg2rad(meta["perturbation_rotation"])

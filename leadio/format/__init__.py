@@ -1,6 +1,6 @@
 """The LEAD raw route format: route discovery, the failed-route filter, per-modality readers.
 
-See ``shared/LEAD_FORMAT.md`` for the specification this package implements.
+See ``docs/format.md`` §1-§3 for the specification this package implements.
 """
 
 from leadio.format.config import DATASET_CONFIGS, DatasetConfig, UnknownDatasetError, dataset_config_for_root

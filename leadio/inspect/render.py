@@ -40,7 +40,7 @@ PANELS = {
     "bev": (700, 742, 1200, 1342),
 }
 
-#: (name, RGB) per class id, LEAD_FORMAT.md §4.3 (camera), §4.5 (BEV), §4.6 (boxes)
+#: (name, RGB) per class id, docs/format.md §4.3 (camera), §4.5 (BEV), §4.6 (boxes)
 CAMERA_CLASSES = [("unlabeled", (0, 0, 0)), ("vehicle", (0, 90, 255)), ("road", (128, 64, 128)),
                   ("traffic light", (255, 220, 0)), ("pedestrian", (255, 30, 30)), ("road line", (120, 255, 120)),
                   ("obstacle", (255, 140, 0)), ("special vehicle", (0, 230, 230)), ("stop sign", (230, 0, 230)),
