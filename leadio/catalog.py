@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 CATALOG_VERSION = 1
 CATALOG_NAME = "catalog.zarr"
 
-#: Boolean flags copied from every meta (LEAD_FORMAT.md §2 required keys).
+#: Boolean flags copied from every meta (docs/format.md §2 required keys).
 FLAG_KEYS = (
     "is_intersection", "changed_route", "vehicle_hazard", "walker_hazard", "light_hazard", "stop_sign_hazard",
     "stop_sign_close", "does_emergency_brake_for_pedestrians", "rear_danger_8", "rear_danger_16", "brake_cutin",

@@ -1,4 +1,4 @@
-"""Readers for every modality of one LEAD frame (LEAD_FORMAT.md §1-§3).
+"""Readers for every modality of one LEAD frame (docs/format.md §1-§3).
 
 Each reader takes a route folder and a frame number, reads one file and checks it against the dataset
 config (image sizes, channels, dtypes, required keys). Whatever goes wrong, the error is a `FrameReadError`

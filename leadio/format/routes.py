@@ -1,7 +1,7 @@
 """Route discovery and LEAD's failed-route filter.
 
 A LEAD root holds ``data/<Scenario>/<RouteDir>/``. Routes are visited scenario folder first, then route
-folder, both sorted (LEAD's order). Whether a route is trainable follows LEAD_FORMAT.md §1 "Route filter"
+folder, both sorted (LEAD's order). Whether a route is trainable follows docs/format.md §1.2
 to the letter; `route_filter_reason` says why a route is dropped, so reports can show it.
 """
 
