@@ -16,7 +16,7 @@ key                value                                                        
 ``lidar``          float64 (N, 3) x, y, z in the ego frame (as LEAD reads LAS)  lidar (no twin)
 ``lidar_time``     uint8 (N,) sweeps before the saved tick                      lidar
 ``radar``          dict radar1..radar4 -> float16 (N_i, 4) x, y, z, v          radar[_p]
-``boxes``          list of dicts (LEAD_FORMAT §3)                               bboxes (no twin)
+``boxes``          list of dicts (docs/format.md §3)                            bboxes (no twin)
 ``meta``           dict (LEAD_FORMAT §2)                                        metas
 =================  ==========================================================  ==================
 """
