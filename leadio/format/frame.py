@@ -17,7 +17,7 @@ key                value                                                        
 ``lidar_time``     uint8 (N,) sweeps before the saved tick                      lidar
 ``radar``          dict radar1..radar4 -> float16 (N_i, 4) x, y, z, v          radar[_p]
 ``boxes``          list of dicts (docs/format.md §3)                            bboxes (no twin)
-``meta``           dict (LEAD_FORMAT §2)                                        metas
+``meta``           dict (docs/format.md §2)                                     metas
 =================  ==========================================================  ==================
 """
 
@@ -60,7 +60,7 @@ __all__ = [
 VIEWS = ("normal", "perturbated")
 MODALITIES = ("rgb", "rgb_jpeg", "semantics", "depth", "hdmap", "lidar", "radar", "boxes", "meta")
 
-#: Keys LEAD's loader reads from every meta unconditionally (LEAD_FORMAT.md §2), plus the pose/planning keys.
+#: Keys LEAD's loader reads from every meta unconditionally (docs/format.md §2), plus the pose/planning keys.
 REQUIRED_META_KEYS: tuple[str, ...] = (
     "pos_global", "theta", "speed", "target_speed", "brake", "route", "future_positions", "future_yaws",
     "perturbation_translation", "perturbation_rotation", "dataset_information",
