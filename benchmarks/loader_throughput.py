@@ -284,14 +284,14 @@ class _LoaderRow(Row):
                 procs.append(psutil.Process(pid))
             except psutil.NoSuchProcess:
                 pass
-        data_loader = self.loader._loader if isinstance(self.loader, LeadLoader) else self.loader
-        iterator = getattr(data_loader, "_iterator", None)
+        if isinstance(self.loader, LeadLoader):
+            self.loader.close()  # joins its decode threads
+            iterator = None
+        else:
+            iterator = getattr(self.loader, "_iterator", None)
         if iterator is not None:
-            # Stop the persistent workers now. A LeadLoader is part of a reference cycle (its sampler points back
-            # at it), so only the cyclic GC frees it, and the GC runs the worker queues' finalizers before the
-            # iterator's __del__: the shutdown message never reaches the workers, each is killed after 5 s.
-            iterator._shutdown_workers()
-        del self.loader, data_loader, iterator
+            iterator._shutdown_workers()  # stop the DataLoader's persistent workers now
+        del self.loader, iterator
         gc.collect()
         psutil.wait_procs(procs, timeout=30)
 

@@ -1,16 +1,16 @@
 """What a training script uses: `open_dataset(...)` -> a resumable, DDP-exact iterable of batches.
 
-The parent process owns the epoch: a sampler running in the parent yields batch descriptors
-``(epoch, start, batch index)``, DataLoader workers turn each descriptor into a batch by computing the
-(pure, cached) epoch plan, reading the batch's members by byte range and decoding them. Because the epoch
-travels *with each request*, persistent workers see every new epoch (the reference loader replays one order)
-and a resumed loader simply starts the sampler at the right batch.
+The loader owns the epoch: each iteration cuts this rank's slice of the (pure, cached) epoch plan from the
+resume point into batches, and `leadio.engine`'s decode threads turn each batch into tensors ahead of the
+consumer: read the members by byte range, decode them into a reused batch buffer. Because each batch carries
+its epoch, threads that persist across epochs serve every new epoch, and a resumed loader simply starts at
+the right batch.
 
-Backends: ``cpu`` decodes everything in the workers (simplejpeg, lz4); ``dali`` has the workers read and
-inflate, and decodes JPEGs in the main process through a DALI pipeline (``mixed`` = nvJPEG on a GPU,
-``cpu`` operators otherwise). ``auto`` picks ``dali`` on a machine with a GPU and DALI, else ``cpu``; a forced
-backend that cannot run is an error, never a silent switch. Both yield the same dict (see
-`leadio.decode.fields`).
+Backends: ``cpu`` decodes everything in the decode threads (simplejpeg, lz4); ``dali`` has them read and
+inflate, and feed the JPEGs to a DALI pipeline (``mixed`` = nvJPEG on a GPU, ``cpu`` operators otherwise)
+whose own threads decode, off the training loop. ``auto`` picks ``dali`` on a machine with a GPU and DALI,
+else ``cpu``; a forced backend that cannot run is an error, never a silent switch. Both yield the same dict
+(see `leadio.decode.fields`).
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from torch.utils.data import Dataset
 
 from leadio.buckets import BucketCollection, load_or_build
-from leadio.decode.cpu import decode_batch
+from leadio.decode.cpu import batch_views, decode_batch, decode_into
 from leadio.decode.dali import DaliDecoder, dali_available, gpu_available
 from leadio.decode.fields import DEFAULT_KEYS, members_for_keys
+from leadio.engine import BatchRing, DecodeThreads, default_workers
 from leadio.plan import EpochPlan, Shuffle, global_sequence, rank_plan, resolve_shuffle
 from leadio.preprocess import Member, member_name
 from leadio.shard.shardset import ShardSet, ShardSetError, locate_shard_set, open_shard_set
@@ -145,45 +146,31 @@ class _BatchDataset(Dataset):
                 value[i] = value[good[0]]
         return names
 
-    def __getitem__(self, desc: tuple[int, int, int, int, int]) -> dict:
-        epoch, start, world_size, rank, b = desc
-        plan = self.plans.plan(epoch, start, world_size, rank)
-        sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
-        rows = plan.rows[sl]
-        raw, failures = self.read_raw(rows, plan.views[sl])
-        shared = get_worker_info() is not None  # in a worker: decode into shared memory, no copy on the way back
-        if self.backend == "cpu":
-            out, bad = decode_batch(raw, self.members, tensors=True, shared=shared)
-        else:  # dali: inflate here, JPEGs are decoded in the main process
-            out, bad = decode_batch(raw, {k: m for k, m in self.members.items() if m.encoding != "jpeg"},
-                                    tensors=True, shared=shared)
-            if "rgb" in self.members:
-                out["_jpeg"] = raw["rgb"]
-        failures.update({i: why for i, why in bad.items() if i not in failures})
-        self._check(rows, failures)
+    def load(self, rows: np.ndarray, views: np.ndarray, ring: BatchRing, dali: DaliDecoder | None) -> dict:
+        """Read and decode one batch into a slot of ``ring``; ``_bad`` lists the substituted samples."""
+        slot = ring.acquire()
+        try:
+            raw, failures = self.read_raw(rows, views)
+            jpeg = {k: m for k, m in self.members.items() if m.encoding == "jpeg"}
+            decode_into(raw, self.members if dali is None else {k: m for k, m in self.members.items()
+                                                                   if k not in jpeg}, slot.arrays, failures)
+            self._check(rows, failures)
+            rgb = None
+            if dali is not None and jpeg:
+                good = next((i for i in range(len(rows)) if i not in failures), None)
+                if good is None:
+                    self._substitute({}, rows, failures)  # raises: nothing to substitute with
+                blobs = [raw["rgb"][good if i in failures else i] for i in range(len(rows))]
+                rgb = dali.decode_jpegs(blobs, out=slot.tensors["rgb"] if "rgb" in slot.tensors else None)
+        except BaseException:
+            ring.give_back(slot)
+            raise
+        buffers = ring.lend(slot)  # from here the slot returns to the ring when the batch is dropped
+        if rgb is not None and rgb.device.type != "cpu":
+            buffers["rgb"] = rgb  # nvJPEG output, on the GPU
+        out = batch_views(buffers, self.members, rows, views)
         out["_bad"] = self._substitute(out, rows, failures) if failures else []
         return out
-
-
-class _BatchSampler(Sampler):
-    """Yields the batch descriptors of the loader's current position (runs in the parent process).
-
-    Holds the loader weakly: a strong reference would form a cycle (loader -> DataLoader -> sampler ->
-    loader) that only the cyclic GC frees, after the worker queues are gone, so workers would be killed
-    after a timeout instead of being told to stop.
-    """
-
-    def __init__(self, loader: LeadLoader):
-        self._loader = weakref.ref(loader)
-
-    def __iter__(self):
-        ld = self._loader()
-        for b in range(ld._first_batch, ld._num_batches()):
-            yield (ld.epoch, ld._start, ld.world_size, ld.rank, b)
-
-    def __len__(self) -> int:
-        ld = self._loader()
-        return ld._num_batches() - ld._first_batch
 
 
 class LeadLoader:
@@ -194,7 +181,7 @@ class LeadLoader:
     """
 
     def __init__(self, shard_set: ShardSet, collection: BucketCollection, *, keys: Sequence[str], batch_size: int,
-                 backend: str, world_size: int, rank: int, seed: int, num_workers: int,
+                 backend: str, world_size: int, rank: int, seed: int, num_workers: int | None,
                  perturbation_rate: float, uneven: str, shuffle: Shuffle, on_error: str, pin_memory: bool,
                  persistent_workers: bool, device: str | None):
         self.shard_set, self.collection = shard_set, collection
@@ -209,13 +196,21 @@ class LeadLoader:
         self.plans = _PlanSource(collection_rows(shard_set, collection), shard_set.catalog["shard"], collection,
                                  seed, world_size, rank, perturbation_rate, uneven, shuffle)
         self._dataset = _BatchDataset(shard_set, self.plans, self.members, batch_size, backend, on_error)
-        self._dali = None
+        self.num_workers = default_workers() if num_workers is None else int(num_workers)
+        self.persistent_workers = persistent_workers
+        self._dali, ring_members = None, self.members
         if backend == "dali":
-            self._dali = DaliDecoder(batch_size, device="mixed" if device == "cuda" else "cpu")
-        self._loader = DataLoader(self._dataset, batch_size=None, sampler=_BatchSampler(self),
-                                  num_workers=num_workers, pin_memory=pin_memory,
-                                  persistent_workers=persistent_workers and num_workers > 0,
-                                  prefetch_factor=2 if num_workers > 0 else None)
+            self._dali = DaliDecoder(batch_size, device="mixed" if device == "cuda" else "cpu",
+                                     num_threads=max(1, self.num_workers))
+            if self._dali.device == "mixed":  # nvJPEG writes the images on the GPU
+                ring_members = {k: m for k, m in self.members.items() if m.encoding != "jpeg"}
+        self.ring = BatchRing(ring_members, batch_size, pin=pin_memory and torch.cuda.is_available())
+        self._threads = DecodeThreads(self.num_workers, prefetch=2 * self.num_workers)
+        self._close = weakref.finalize(self, self._threads.close)  # the loader's end stops its threads
+
+    def close(self) -> None:
+        """Stop the decode threads now (also done when the loader is garbage collected)."""
+        self._close()
 
     # ------------------------------------------------------------------------------------------ epochs
     def set_epoch(self, epoch: int) -> None:
@@ -242,19 +237,23 @@ class LeadLoader:
         return self._num_batches() - self._first_batch
 
     def __iter__(self) -> Iterator[dict]:
-        for batch in self._loader:
-            bad = batch.pop("_bad")
-            if bad:
-                self.stats.skipped += len(bad)
-                self.stats.skipped_samples += bad
-                log.warning("skipped %d unreadable samples (on_error='skip'): %s", len(bad), "; ".join(bad[:3]))
-            if "_jpeg" in batch:
-                images = self._dali.decode_jpegs(batch.pop("_jpeg"))
-                batch["rgb"] = images if isinstance(images, torch.Tensor) else torch.from_numpy(images)
-            self._first_batch += 1
-            self.stats.batches += 1
-            self.stats.samples += self.batch_size
-            yield batch
+        plan = self.plans.plan(self.epoch, self._start, self.world_size, self.rank)
+        b, dataset, ring, dali = self.batch_size, self._dataset, self.ring, self._dali
+        spans = [slice(i * b, (i + 1) * b) for i in range(self._first_batch, len(plan) // b)]
+        try:
+            for batch in self._threads.map(lambda sl: dataset.load(plan.rows[sl], plan.views[sl], ring, dali), spans):
+                bad = batch.pop("_bad")
+                if bad:
+                    self.stats.skipped += len(bad)
+                    self.stats.skipped_samples += bad
+                    log.warning("skipped %d unreadable samples (on_error='skip'): %s", len(bad), "; ".join(bad[:3]))
+                self._first_batch += 1
+                self.stats.batches += 1
+                self.stats.samples += self.batch_size
+                yield batch
+        finally:
+            if not self.persistent_workers:
+                self._threads.close()
         if self._first_batch >= self._num_batches():  # epoch complete: the position moves to the next epoch
             self.epoch, self._start, self._first_batch = self.epoch + 1, 0, 0
 
@@ -341,12 +340,12 @@ def _choose_backend(backend: str) -> str:
 
 def open_dataset(shard_set: str | Path | ShardSet, *, collection: str | BucketCollection | None = None,
                  keys: Sequence[str] = DEFAULT_KEYS, batch_size: int = 32, backend: str = "auto",
-                 world_size: int | None = None, rank: int | None = None, seed: int = 0, num_workers: int = 0,
+                 world_size: int | None = None, rank: int | None = None, seed: int = 0, num_workers: int | None = None,
                  perturbation_rate: float = 0.5, uneven: str = "drop", shuffle: str | Shuffle = "auto",
                  block_shards: int | None = None, on_error: str = "raise",
                  pin_memory: bool = False, persistent_workers: bool = True, device: str | None = None,
                  root: str | Path | None = None, cache_dir: str | Path | None = None,
-                 cache_bytes: int = 64 * 1024**3) -> LeadLoader:
+                 cache_bytes: int = 64 * 1024**3, output: str = "compact") -> LeadLoader:
     """Open a shard set for training.
 
     Args:
@@ -358,7 +357,8 @@ def open_dataset(shard_set: str | Path | ShardSet, *, collection: str | BucketCo
         backend: ``"auto"``, ``"cpu"`` or ``"dali"``.
         world_size, rank: topology (default: from torch.distributed or WORLD_SIZE/RANK).
         seed: plan seed.
-        num_workers: DataLoader worker processes.
+        num_workers: decode threads (`leadio.engine`); default: this process's cores, divided by
+            ``LOCAL_WORLD_SIZE`` (ranks on this machine). 0 decodes in the iterating thread, nothing ahead.
         perturbation_rate: probability of the perturbated view.
         uneven: ``"drop"`` or ``"pad"`` for sample counts not divisible by the world size.
         shuffle: order of the epoch (`leadio.plan.shuffle`): ``"auto"`` (default) is ``"uniform"`` for a local
@@ -369,13 +369,17 @@ def open_dataset(shard_set: str | Path | ShardSet, *, collection: str | BucketCo
             ``cache_bytes``.
         on_error: ``"raise"`` (default) or ``"skip"``: unreadable samples are replaced by another sample of the
             same batch, counted in ``loader.stats`` and logged.
-        pin_memory: pin batches for faster host-to-device copies.
-        persistent_workers: keep workers between epochs (safe: the epoch travels with each request).
+        pin_memory: decode into pinned batch buffers (with a GPU) for fast ``non_blocking`` copies.
+        persistent_workers: keep the decode threads between epochs (safe: each batch carries its epoch).
         device: ``"cuda"`` makes the dali backend decode on the GPU (``mixed``).
         root: dataset root for the staleness check and for building the collection (default: inferred).
         cache_dir, cache_bytes: session cache for a remote shard set (http(s) or fsspec URL): shards are copied
             there on first use, LRU-bounded to ``cache_bytes``; safe to share between workers, ranks and jobs.
+        output: ``"compact"`` (default): leadio's batch (`leadio.decode.fields`); ``"lead"``: the reference
+            loader's batch, built on ``device`` (a `leadio.lead.LeadBatches` around the loader).
     """
+    if output not in ("compact", "lead"):
+        raise ValueError(f"output must be 'compact' or 'lead', got {output!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if on_error not in ("raise", "skip"):
@@ -399,8 +403,13 @@ def open_dataset(shard_set: str | Path | ShardSet, *, collection: str | BucketCo
     order = resolve_shuffle(shuffle, block_shards=block_shards, remote=ss.base is not None,
                             max_shard_bytes=max((int(e["bytes"]) for e in ss.manifest["shards"]), default=1),
                             cache_bytes=ss.cache.max_bytes if ss.cache is not None else cache_bytes)
-    return LeadLoader(ss, coll, keys=keys, batch_size=batch_size, backend=_choose_backend(backend),
-                      world_size=world_size, rank=rank, seed=seed, num_workers=num_workers,
-                      perturbation_rate=perturbation_rate, uneven=uneven, shuffle=order, on_error=on_error,
-                      pin_memory=pin_memory, persistent_workers=persistent_workers, device=device)
+    loader = LeadLoader(ss, coll, keys=keys, batch_size=batch_size, backend=_choose_backend(backend),
+                        world_size=world_size, rank=rank, seed=seed, num_workers=num_workers,
+                        perturbation_rate=perturbation_rate, uneven=uneven, shuffle=order, on_error=on_error,
+                        pin_memory=pin_memory, persistent_workers=persistent_workers, device=device)
+    if output == "lead":
+        from leadio.lead import LeadBatches
+
+        return LeadBatches(loader, device=device)
+    return loader
 

@@ -1,8 +1,8 @@
 """CPU decoding of raw sample bytes into a batch: simplejpeg (libjpeg-turbo), lz4, zero-copy numpy.
 
-Runs inside DataLoader workers. Each field is decoded straight into a preallocated batch buffer (shapes come
-from the member layout), so a batch costs one allocation per key, no concatenation, and in a worker no copy
-on its way to the main process (the buffers are in shared memory).
+Runs in the loader's decode threads (`leadio.engine`): every field is decoded straight into a batch buffer
+whose shape comes from the member layout, so there is no concatenation, no transpose and no copy; the engine
+passes buffers it reuses, `decode_batch` allocates fresh ones (random access, benchmarks).
 """
 
 from __future__ import annotations
@@ -15,11 +15,17 @@ import torch
 from leadio.decode.fields import FIELD_MEMBER, TARGET_FIELDS
 from leadio.preprocess import Member
 
-__all__ = ["RawBatch", "decode_batch", "inflate_member", "split_targets"]
+__all__ = ["RawBatch", "batch_views", "decode_batch", "decode_into", "inflate_member", "split_targets",
+           "torch_dtype"]
 
 #: member name -> list of per-sample bytes, plus "row" and "view" int arrays
 RawBatch = dict
 _TORCH_DTYPE = {"uint8": torch.uint8, "float16": torch.float16, "float32": torch.float32, "int64": torch.int64}
+
+
+def torch_dtype(dtype: str) -> torch.dtype:
+    """The torch dtype of a member's numpy dtype name."""
+    return _TORCH_DTYPE[np.dtype(dtype).name]
 
 
 def inflate_member(member: Member, data: bytes | memoryview, out: np.ndarray | None = None) -> np.ndarray:
@@ -46,38 +52,18 @@ def split_targets(records: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def decode_batch(raw: RawBatch, members: dict[str, Member], *, tensors: bool = False, shared: bool = False
-                 ) -> tuple[dict, dict[int, str]]:
-    """Decode a raw batch (member -> list of bytes) into arrays, the layout of `leadio.decode.fields`.
+def decode_into(raw: RawBatch, members: dict[str, Member], buffers: dict[str, np.ndarray],
+                failures: dict[int, str] | None = None) -> dict[int, str]:
+    """Decode a raw batch into caller-owned buffers: ``buffers[name]`` is (>= B, *member.shape) of its dtype.
 
-    Every field is decoded straight into one preallocated batch buffer: JPEGs by libjpeg-turbo into an
-    (B, H, W, 3) buffer whose CHW view is returned (no transpose copy; ``.contiguous()`` on the device is
-    cheap), lz4 members inflated into their slot. With ``shared=True`` the buffers live in shared memory, so
-    a DataLoader worker hands the batch to the main process without copying it.
-
-    Args:
-        raw: member name -> list of bytes, plus ``row`` and ``view``.
-        members: the members to decode.
-        tensors: return torch tensors (else numpy arrays; both are views of the same buffers).
-        shared: allocate the buffers in shared memory (for DataLoader workers).
-
-    Returns:
-        (batch, failures): failures maps the batch position of each sample that did not decode to the reason;
-        its slots are left zero for the caller to raise or substitute.
+    JPEGs are decoded by libjpeg-turbo straight into their (H, W, 3) slot, lz4 members inflated into theirs;
+    every call into simplejpeg, lz4 and numpy's copy releases the GIL, so threads decode in parallel. Samples
+    already in ``failures`` (e.g. unreadable) are skipped; the slots of every failed sample are zeroed.
+    Returns the failures (``failures`` updated): batch position -> reason.
     """
-    n = len(raw["row"])
-
-    def empty(shape: tuple, dtype: str) -> torch.Tensor:
-        t = torch.empty(shape, dtype=_TORCH_DTYPE[np.dtype(dtype).name])  # every slot is written below
-        return t.share_memory_() if shared else t
-
-    out: dict[str, torch.Tensor] = {"row": torch.tensor(np.asarray(raw["row"], np.int64)),
-                                    "view": torch.tensor(np.asarray(raw["view"], np.uint8))}
-    failures: dict[int, str] = {}
-    key_of = {m: k for k, m in FIELD_MEMBER.items()}
+    failures = {} if failures is None else failures
     for name, member in members.items():
-        buf = empty((n, *member.shape), member.dtype)
-        view = buf.numpy()
+        view = buffers[name]
         for i, data in enumerate(raw[name]):
             if i in failures:
                 continue
@@ -90,14 +76,50 @@ def decode_batch(raw: RawBatch, members: dict[str, Member], *, tensors: bool = F
                     inflate_member(member, data, out=view[i])
             except (ValueError, RuntimeError, lz4.block.LZ4BlockError) as e:
                 failures[i] = f"member {name} does not decode ({type(e).__name__}: {e})"
-        for i in failures:
-            view[i] = 0
+    for i in failures:
+        for name in members:
+            buffers[name][i] = 0
+    return failures
+
+
+def batch_views(buffers: dict[str, torch.Tensor], members: dict[str, Member], rows, views) -> dict[str, torch.Tensor]:
+    """The user-facing batch (see `leadio.decode.fields`) as views of per-member buffers (B, *member.shape)."""
+    key_of = {m: k for k, m in FIELD_MEMBER.items()}
+    out: dict[str, torch.Tensor] = {"row": torch.tensor(np.asarray(rows, np.int64)),
+                                    "view": torch.tensor(np.asarray(views, np.uint8))}
+    for name, member in members.items():
+        buf = buffers[name]
         if name == "targets":
             out.update(split_targets(buf))
         elif member.encoding == "jpeg":
             out[key_of[name]] = buf.permute(0, 3, 1, 2)  # (B, 3, H, W) view of the (B, H, W, 3) buffer
         else:
             out[key_of[name]] = buf
+    return out
+
+
+def decode_batch(raw: RawBatch, members: dict[str, Member], *, tensors: bool = False
+                 ) -> tuple[dict, dict[int, str]]:
+    """Decode a raw batch (member -> list of bytes) into fresh arrays, the layout of `leadio.decode.fields`.
+
+    One buffer per member, decoded in place by `decode_into`; JPEG fields are CHW views of (B, H, W, 3)
+    buffers (no transpose copy; ``.contiguous()`` on the device is cheap). The loader's engine decodes into
+    reused buffers instead (`leadio.engine`).
+
+    Args:
+        raw: member name -> list of bytes, plus ``row`` and ``view``.
+        members: the members to decode.
+        tensors: return torch tensors (else numpy arrays; both are views of the same buffers).
+
+    Returns:
+        (batch, failures): failures maps the batch position of each sample that did not decode to the reason;
+        its slots are left zero for the caller to raise or substitute.
+    """
+    n = len(raw["row"])
+    bufs = {name: torch.empty((n, *m.shape), dtype=_TORCH_DTYPE[np.dtype(m.dtype).name])
+            for name, m in members.items()}
+    failures = decode_into(raw, members, {name: b.numpy() for name, b in bufs.items()})
+    out = batch_views(bufs, members, raw["row"], raw["view"])
     if not tensors:
         out = {k: v.numpy() for k, v in out.items()}
     return out, failures

@@ -1,13 +1,17 @@
 """DALI decoding: the reader's JPEG bytes go through ``fn.decoders.image`` (nvJPEG with ``device="mixed"``).
 
-One pipeline per loader, fed through ``fn.external_source`` with the batch's JPEG bytes; it outputs CHW
-uint8 so the batch matches the CPU backend. Without a GPU the same pipeline runs with ``device_id=None`` and
-CPU operators (how CI tests it). LZ4 members: DALI 2.4's inflate operator is GPU-only, so on CPU the reader
-inflates them (in the DataLoader workers) and they pass through unchanged; on a GPU they are inflated by
-``fn.experimental.inflate`` on the device.
+One pipeline per loader, fed through ``fn.external_source`` with a batch's JPEG bytes by the loader's decode
+threads (`leadio.engine`), never by the training loop: while one thread runs the pipeline (DALI's own
+``num_threads`` decode the batch, the GIL released), the others read and inflate the next batches, so DALI is
+fed ahead of the consumer. It outputs (B, H, W, 3) uint8, written on CPU straight into the batch buffer, of
+which the batch's ``rgb`` is the CHW view, as with the CPU backend. Without a GPU the same pipeline runs with
+``device_id=None`` and CPU operators (how CI tests it). LZ4 members are inflated by the decode threads on
+the CPU (DALI 2.4's inflate operator is GPU-only).
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -56,6 +60,7 @@ class DaliDecoder:
         self.device_id = None if device == "cpu" else (device_id or 0)
         self.num_threads = num_threads
         self._pipe = None
+        self._lock = threading.Lock()  # one pipeline, fed by several decode threads in turn
 
     def _build(self):
         from nvidia.dali import fn, pipeline_def, types
@@ -65,29 +70,36 @@ class DaliDecoder:
         def pipe():
             jpegs = fn.external_source(name="jpeg", dtype=types.UINT8, ndim=1, no_copy=False)
             # fancy upsampling = libjpeg-turbo's default chroma upsampling, so mixed (nvJPEG) matches the cpu path
-            images = fn.decoders.image(jpegs, device=self.device, output_type=types.RGB, jpeg_fancy_upsampling=True)
-            return fn.transpose(images, perm=[2, 0, 1])
+            return fn.decoders.image(jpegs, device=self.device, output_type=types.RGB, jpeg_fancy_upsampling=True)
 
         p = pipe()
         p.build()
         return p
 
-    def decode_jpegs(self, blobs: list[bytes]):
-        """List of JPEG bytes -> uint8 (B, 3, H, W): a numpy array on CPU, a torch CUDA tensor with mixed."""
-        if self._pipe is None:
-            self._pipe = self._build()
-        self._pipe.feed_input("jpeg", [np.frombuffer(b, np.uint8) for b in blobs])
-        (out,) = self._pipe.run()
-        if self.device == "cpu":
-            return out.as_array()
-        import torch
+    def decode_jpegs(self, blobs: list[bytes], out=None):
+        """List of JPEG bytes -> uint8 (B, H, W, 3): on CPU written into ``out`` (a contiguous torch tensor of
+        that shape) or a new numpy array; with mixed, a new torch CUDA tensor."""
         from nvidia.dali.plugin.pytorch import feed_ndarray
 
-        t = torch.empty(out.as_tensor().shape(), dtype=torch.uint8, device=f"cuda:{self.device_id}")
-        feed_ndarray(out.as_tensor(), t)
-        return t
+        with self._lock:
+            if self._pipe is None:
+                self._pipe = self._build()
+            self._pipe.feed_input("jpeg", [np.frombuffer(b, np.uint8) for b in blobs])
+            (images,) = self._pipe.run()
+            if self.device == "cpu":
+                return images.as_array() if out is None else feed_ndarray(images.as_tensor(), out)
+            import torch
+
+            t = torch.empty(images.as_tensor().shape(), dtype=torch.uint8, device=f"cuda:{self.device_id}")
+            feed_ndarray(images.as_tensor(), t, cuda_stream=torch.cuda.current_stream(t.device))
+            return t
 
     def __getstate__(self):  # the pipeline holds threads and device state: rebuilt lazily after pickling
         state = dict(self.__dict__)
         state["_pipe"] = None
+        del state["_lock"]
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
