@@ -16,7 +16,8 @@ key                dtype, shape per sample          note
 ``boxes``          float32 (90, 9)                  CenterNet rows, ``num_boxes`` valid
 ``targets``        -> ``waypoints`` (8, 2), ``route`` (10, 2), ``target_point`` (2,), ... float32,
                    ``has_targets``: 0 for frames near a route end (fewer than 41 future positions), whose
-                   ``waypoints`` and ``waypoint_yaws`` are NaN: mask them out of losses; ``num_boxes``,
+                   ``waypoints`` and ``waypoint_yaws`` are NaN (``route`` too if it cannot be resampled; the
+                   other fields are real, docs/format.md §4.8): mask them out of losses; ``num_boxes``,
                    ``scenario_type_id``, ``perturbation_translation`` / ``_rotation`` (`EXTRA_TARGETS`)
 =================  ===============================  =======================================
 """
