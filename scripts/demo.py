@@ -43,6 +43,14 @@ def _run(cmd: list[str], env: dict | None = None) -> str:
     return proc.stdout + proc.stderr
 
 
+def training_line(summary: dict, logdir: str) -> str:
+    """The demo's result line for one training phase, from its ``run_summary_rank0.json``: the steps, each
+    epoch's wall time (the first includes start-up, which the line says) and the data stall."""
+    epochs = ", ".join(f"{s:.0f} s" for s in summary["seconds_per_epoch"])
+    return (f"{summary['global_steps']} steps, epochs took {epochs} (the first includes start-up: worker "
+            f"processes, first reads), data stall {summary['data_stall_pct']:.1f}% -> {logdir}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default="demo/data/carla_leaderboard2")
@@ -102,11 +110,8 @@ def main(argv=None) -> int:
             _run(["bash", script, *common], env)
             logdir = REPO / "outputs" / "local_training" / phase
             summary = json.loads((logdir / "run_summary_rank0.json").read_text())
-            epochs = ", ".join(f"{s:.0f} s" for s in summary["seconds_per_epoch"])
             step(f"{phase} (tiny model, CPU)", f"LEAD_ROOT={root} bash {script}", t,
-                 f"{summary['global_steps']} steps, epochs took {epochs} (the first includes start-up: worker "
-                 f"processes, first reads), data stall {summary['data_stall_pct']:.1f}% "
-                 f"-> {logdir.relative_to(REPO)}")
+                 training_line(summary, str(logdir.relative_to(REPO))))
 
     if not args.skip_benchmark:
         t = time.perf_counter()

@@ -404,3 +404,13 @@ def _assert_same(a, b) -> None:
         assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True) and a.flags.writeable
     else:
         assert a == b or (a != a and b != b)
+
+
+# ------------------------------------------------------------------ 9: the demo explains its epoch times
+def test_demo_training_line_names_each_epoch_time_and_the_start_up_in_the_first():
+    from scripts.demo import training_line
+
+    summary = {"global_steps": 40, "seconds_per_epoch": [30.4, 7.2], "data_stall_pct": 12.345}
+    assert training_line(summary, "outputs/local_training/pretrain") == (
+        "40 steps, epochs took 30 s, 7 s (the first includes start-up: worker processes, first reads), "
+        "data stall 12.3% -> outputs/local_training/pretrain")
