@@ -1,13 +1,117 @@
-"""Small filesystem helpers shared by the writers: atomic file and directory replacement."""
+"""Small filesystem helpers shared by the writers: atomic replacement, locks, leftovers and full disks.
+
+Every writer writes a hidden temp sibling (`temp_sibling`) and renames it into place. A writer killed in
+between leaves the temp behind; the next writer of the same path removes it (`remove_stale_temps`) while
+holding the lock that makes it the only writer (`file_lock`: ``fcntl.flock``, which the kernel drops when its
+holder dies, kill -9 included, so a lock is never stale). A full disk surfaces as `DiskFullError`, which names
+the file being written and says what to do (`writing`).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import logging
 import os
 import shutil
+import socket
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "replace_dir", "temp_sibling"]
+__all__ = ["DiskFullError", "LockedError", "atomic_write_bytes", "file_lock", "remove_stale_temps", "replace_dir",
+           "temp_sibling", "writing"]
+
+log = logging.getLogger(__name__)
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class DiskFullError(OSError):
+    """A write failed for lack of space (or a file-size limit); names the file and the fix."""
+
+    def __init__(self, code: int, path: str | Path, detail: str = ""):
+        super().__init__(code, detail or os.strerror(code))
+        self.path = str(path)
+        try:
+            free = shutil.disk_usage(next(p for p in Path(path).parents if p.exists())).free
+            room = f"{free / 1e6:.1f} MB free there"
+        except (OSError, StopIteration):
+            room = "free space unknown"
+        why = "the file-size limit (ulimit -f) was reached" if code == errno.EFBIG else "no space left on the device"
+        self.message = (f"cannot write {self.path}: {why} ({room}); free space and rerun the same command (finished "
+                        f"work is kept, the partial file was removed)")
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self):  # picklable across process pools
+        return type(self), (self.errno, self.path, self.strerror)
+
+
+class LockedError(OSError):
+    """Another process holds a lock that was requested without waiting."""
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Turn an ENOSPC/EDQUOT/EFBIG raised inside the block into a `DiskFullError` naming ``path``."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except OSError as e:
+        if e.errno in _FULL:
+            raise DiskFullError(e.errno, path, e.strerror or "") from e
+        raise
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Delete the temp siblings (files or folders) that killed writers of ``path`` left; call with its lock held."""
+    path = Path(path)
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for stale in path.parent.glob(f".{path.name}.tmp-*"):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+            removed.append(stale)
+    if removed:
+        log.info("removed %d leftover(s) of a killed writer of %s", len(removed), path)
+    return removed
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path, what: str, *, shared: bool = False, wait: bool = True) -> Iterator[None]:
+    """Hold an flock on ``path`` (created if missing) for the block: exclusive, or shared with ``shared``.
+
+    An exclusive holder writes ``pid <pid> on <host> since <time>`` into the file, so that a process that has to
+    wait (or, with ``wait=False``, is refused with `LockedError`) can say who it waits for. Lock files stay
+    on disk (deleting one races with its next user); a lock file nobody holds is free, never stale.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            if not wait:
+                raise LockedError(errno.EWOULDBLOCK, f"{what} is in use ({holder}; lock file {path}); wait for it "
+                                                     f"to finish, then rerun") from None
+            log.warning("waiting for %s: in use (%s; lock file %s)", what, holder, path)
+            fcntl.flock(fd, mode)
+        if not shared:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}".encode(),
+                      0)
+        yield
+    finally:
+        os.close(fd)  # the only fd of this open file description: closing it releases the lock
 
 
 def temp_sibling(path: str | Path) -> Path:
@@ -22,7 +126,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(path)
     try:
-        with open(tmp, "wb") as f:
+        with writing(path), open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -9,12 +9,20 @@ group attributes), readable without leadio::
     g["route"][:], g["frame"][:], g["speed"][:], g["waypoints"][:]   # (N,), (N,), (N,), (N, 8, 2)
 
 Only metas are read (the expensive modalities are the shard builder's business), and the scan is
-incremental: each route carries a fingerprint of its files (names and sizes); a rescan re-reads only
-routes whose fingerprint changed and rewrites nothing when none did.
+incremental: each route carries a fingerprint of what its rows are made from (the names of its frame files,
+the content of its metas and results.json, through `leadio.stamps`: an edit of any size is found, a copied
+root stays current); a rescan re-reads only routes whose fingerprint changed and rewrites nothing when none did.
+
+Robustness: a scan holds ``<root>/.catalog.lock`` (two scans at once: the second waits, then finds the catalog
+current) and removes the temp folders of killed writers. The catalog lists its own files in its attributes;
+a reader refuses a catalog with a missing or damaged chunk, or with shapes no catalog has, before allocating
+anything (`CatalogError`, which names the file and the command that rewrites it), and a rescan rebuilds such
+a catalog from the routes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -29,21 +37,27 @@ import xxhash
 import zarr
 from tqdm import tqdm
 
-from leadio._io import replace_dir, temp_sibling
+from leadio._io import file_lock, remove_stale_temps, replace_dir, temp_sibling, writing
 from leadio._pool import process_pool
 from leadio.format import FRAME_FOLDERS, FrameReadError, RouteError, RouteInfo, discover_routes, list_frames
 from leadio.format.frame import read_meta
 from leadio.targets import planning_targets
 
 __all__ = [
-    "CATALOG_VERSION", "Catalog", "ScanReport", "build_catalog", "load_catalog", "main", "route_fingerprint",
-    "write_catalog",
+    "CATALOG_VERSION", "Catalog", "CatalogError", "ScanReport", "build_catalog", "load_catalog", "main",
+    "route_fingerprint", "write_catalog",
 ]
 
 log = logging.getLogger(__name__)
 
 CATALOG_VERSION = 1
 CATALOG_NAME = "catalog.zarr"
+MAX_ROWS = 1 << 28  # far above any LEAD root (a few million frames); a larger declared shape is hostile
+MAX_ROW_ITEMS = 4096  # items per row of an N-D column (waypoints: 16, member offsets: ~17)
+
+
+class CatalogError(ValueError):
+    """A catalog is damaged or implausible (names the file, and the command that rewrites it)."""
 
 #: Boolean flags copied from every meta (docs/format.md §2 required keys).
 FLAG_KEYS = (
@@ -56,21 +70,27 @@ FLAG_KEYS = (
 STRING_COLUMNS = ("route", "scenario", "town", "weather", "scenario_type")
 
 
-def route_fingerprint(route_dir: Path) -> str:
-    """Hash of the names and sizes of a route's files: changes when a file is added, removed or rewritten with
-    another size. Modification times are left out on purpose, so a root copied elsewhere keeps its
-    fingerprints (and its catalog and shard sets stay valid)."""
+def route_fingerprint(route_dir: Path, root: Path | None = None) -> str:
+    """Hash of what a route's catalog rows are made from: the file names of every frame folder, and the content
+    of ``results.json`` and of every meta (`leadio.stamps` digests: unchanged mtime+size reuse the recorded
+    digest, anything else is re-hashed). Any edit of a meta is found whatever its size, and a root copied
+    elsewhere keeps its fingerprints (digests do not depend on times or places)."""
+    from leadio.stamps import RouteStamps
+
+    route_dir = Path(route_dir)
+    root = Path(root) if root is not None else route_dir.parent.parent.parent
     h = xxhash.xxh3_64()
-    for folder in ("", *sorted(FRAME_FOLDERS)):
-        try:
-            entries = sorted(os.scandir(route_dir / folder), key=lambda e: e.name)
-        except FileNotFoundError:
-            h.update(f"{folder}:missing;".encode())
-            continue
-        for e in entries:
-            if e.is_file():
-                st = e.stat()
-                h.update(f"{folder}/{e.name}:{st.st_size};".encode())
+    with RouteStamps(root, route_dir.relative_to(root).as_posix()) as stamps:
+        h.update(f"results.json:{stamps.digest('results.json')};".encode())
+        for folder in sorted(FRAME_FOLDERS):
+            try:
+                names = sorted(e.name for e in os.scandir(route_dir / folder) if e.is_file())
+            except FileNotFoundError:
+                h.update(f"{folder}:missing;".encode())
+                continue
+            for name in names:
+                digest = stamps.digest(f"{folder}/{name}") if folder == "metas" else ""
+                h.update(f"{folder}/{name}:{digest};".encode())
     return h.hexdigest()
 
 
@@ -245,51 +265,100 @@ def _put_array(group: zarr.Group, name: str, values: np.ndarray, chunks: tuple[i
 
 
 def write_catalog(path: Path, catalog: Catalog) -> None:
-    """Write ``catalog`` as a Zarr v3 group at ``path`` atomically (temp folder, then rename)."""
-    tmp = temp_sibling(path)
-    try:
-        g = zarr.open_group(tmp, mode="w", zarr_format=3)
-        n = len(catalog)
-        chunk = max(1, min(n, 1 << 16))
-        for name, values in catalog.columns.items():
-            _put_array(g, name, values, (chunk, *values.shape[1:]))
-        rg = g.create_group("routes")
-        for name, values in catalog.routes.items():
-            _put_array(rg, name, values, (max(1, len(values)),))
-        g.attrs.update(catalog.attrs)
-        replace_dir(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    """Write ``catalog`` as a Zarr v3 group at ``path`` atomically (temp folder, then rename).
+
+    Takes ``.<name>.lock`` beside ``path`` (and removes killed writers' temps under it); the group's ``files``
+    attribute lists every chunk file, so that a reader can tell a missing chunk from a fill value.
+    """
+    path = Path(path)
+    with file_lock(path.with_name(f".{path.name}.lock"), f"catalog {path}"):
+        remove_stale_temps(path)
+        tmp = temp_sibling(path)
+        try:
+            with writing(path):
+                g = zarr.open_group(tmp, mode="w", zarr_format=3)
+                n = len(catalog)
+                chunk = max(1, min(n, 1 << 16))
+                for name, values in catalog.columns.items():
+                    _put_array(g, name, values, (chunk, *values.shape[1:]))
+                rg = g.create_group("routes")
+                for name, values in catalog.routes.items():
+                    _put_array(rg, name, values, (max(1, len(values)),))
+                files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*")
+                               if p.is_file() and "/c/" in f"/{p.relative_to(tmp).as_posix()}")
+                g.attrs.update({**catalog.attrs, "files": files})
+            replace_dir(tmp, path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_catalog(path: str | Path) -> Catalog:
+def _check_shapes(path: Path, g: zarr.Group, fix: str) -> None:
+    """Refuse declared shapes no catalog has, before any array is read (a hostile or damaged zarr.json)."""
+    for group_name, group in (("", g), ("routes/", g["routes"])):
+        lengths = set()
+        for name, arr in group.arrays():
+            shape = tuple(int(x) for x in arr.shape)
+            items = int(np.prod(shape[1:], dtype=np.float64)) if len(shape) > 1 else 1
+            if not shape or shape[0] > MAX_ROWS or items > MAX_ROW_ITEMS or any(x < 0 for x in shape):
+                raise CatalogError(f"catalog {path}: array {group_name}{name} declares shape {shape}, which no "
+                                   f"catalog has (at most {MAX_ROWS} rows of {MAX_ROW_ITEMS} items); the catalog is "
+                                   f"damaged or not leadio's, {fix}")
+            lengths.add(shape[0])
+        if len(lengths) > 1:
+            raise CatalogError(f"catalog {path}: the arrays of {group_name or 'the top group'} have different "
+                               f"lengths {sorted(lengths)}; the catalog is damaged, {fix}")
+
+
+def load_catalog(path: str | Path, fix: str | None = None) -> Catalog:
     """Load a catalog written by `build_catalog` (``path`` is the root or the ``catalog.zarr`` folder).
+
+    Args:
+        path: the root or the catalog folder.
+        fix: what the user should run to rewrite this catalog (default: the catalog scan of its root).
 
     Raises:
         FileNotFoundError: no catalog there (says how to build one).
-        ValueError: the catalog was written by another catalog version.
+        CatalogError: the catalog is damaged (a missing or unreadable chunk, an implausible shape) or was written
+            by another catalog version; names the file and ``fix``.
     """
     path = Path(path)
     if path.name != CATALOG_NAME and not (path / "zarr.json").exists():
         path = path / CATALOG_NAME
+    fix = fix or f"rebuild it with `python -m leadio.catalog --root {path.parent}`"
     if not (path / "zarr.json").exists():
         raise FileNotFoundError(f"no catalog at {path}; build it with `python -m leadio.catalog --root {path.parent}`")
-    g = zarr.open_group(path, mode="r")
-    attrs = dict(g.attrs)
+    try:
+        g = zarr.open_group(path, mode="r")
+        attrs = dict(g.attrs)
+    except Exception as e:  # zarr raises many types for a broken zarr.json
+        raise CatalogError(f"catalog {path}: zarr.json is unreadable ({type(e).__name__}: {e}); {fix}") from e
     if attrs.get("format") != "leadio-catalog" or attrs.get("version") != CATALOG_VERSION:
-        raise ValueError(f"catalog {path} has format {attrs.get('format')!r} version {attrs.get('version')!r}, "
-                         f"expected leadio-catalog version {CATALOG_VERSION}; rebuild it with "
-                         f"`python -m leadio.catalog --root {path.parent}`")
+        raise CatalogError(f"catalog {path} has format {attrs.get('format')!r} version {attrs.get('version')!r}, "
+                           f"expected leadio-catalog version {CATALOG_VERSION}; {fix}")
+    missing = [f for f in attrs.get("files", []) if not (path / f).is_file()]
+    if missing:
+        raise CatalogError(f"catalog {path}: chunk file {missing[0]} is missing ({len(missing)} missing); the "
+                           f"catalog is incomplete, {fix}")
+    try:
+        _check_shapes(path, g, fix)
+    except CatalogError:
+        raise
+    except Exception as e:
+        raise CatalogError(f"catalog {path}: array metadata unreadable ({type(e).__name__}: {e}); {fix}") from e
 
-    def read(group) -> dict[str, np.ndarray]:
+    def read(group, prefix: str) -> dict[str, np.ndarray]:
         out = {}
         for name, arr in group.arrays():
-            data = arr[...]
+            try:
+                data = arr[...]
+            except Exception as e:  # a damaged chunk: zstd, crc or shape errors, whatever the codec says
+                raise CatalogError(f"catalog {path}: array {prefix}{name} is damaged ({type(e).__name__}: {e}); "
+                                   f"{fix}") from e
             out[name] = data.astype(object) if data.dtype.kind in "UOT" else np.asarray(data)
         return out
 
-    return Catalog(columns=read(g), routes=read(g["routes"]), attrs=attrs)
+    return Catalog(columns=read(g, ""), routes=read(g["routes"], "routes/"), attrs=attrs)
 
 
 def build_catalog(root: str | Path, *, workers: int = 1, on_error: str = "raise", progress: bool = True,
@@ -308,19 +377,28 @@ def build_catalog(root: str | Path, *, workers: int = 1, on_error: str = "raise"
     Raises:
         RouteError, FrameReadError: a route is malformed (with ``on_error="raise"``).
     """
-    from leadio.format import dataset_config_for_root
-
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    t0 = time.perf_counter()
     root = Path(root)
+    if not (root / "data").is_dir():
+        discover_routes(root)  # raises the one-line "no LEAD routes" error before anything is written
+    with file_lock(root / ".catalog.lock", f"catalog scan of {root}"):
+        return _build_catalog(root, workers, on_error, progress, dataset_config)
+
+
+def _build_catalog(root: Path, workers: int, on_error: str, progress: bool, dataset_config: str | None) -> ScanReport:
+    from leadio.format import dataset_config_for_root
+
+    t0 = time.perf_counter()
     path = root / CATALOG_NAME
+    remove_stale_temps(path)
     if dataset_config is None and (path / "zarr.json").exists():  # the root's catalog remembers its sensor setup
-        dataset_config = zarr.open_group(path, mode="r").attrs.get("dataset_config")
+        with contextlib.suppress(Exception):
+            dataset_config = zarr.open_group(path, mode="r").attrs.get("dataset_config")
     config = dataset_config_for_root(root, dataset_config)
-    found = discover_routes(root)
+    found = discover_routes(root, on_error=on_error)
     trainable = [r for r in found if r.trainable]
-    fingerprints = {r.rel_path: route_fingerprint(r.path(root)) for r in trainable}
+    fingerprints = {r.rel_path: route_fingerprint(r.path(root), root) for r in trainable}
 
     old: Catalog | None = None
     if (path / "zarr.json").exists():
@@ -335,6 +413,7 @@ def build_catalog(root: str | Path, *, workers: int = 1, on_error: str = "raise"
         old_rows = old.route_rows()
         same_routes = [str(p) for p in old.routes["rel_path"]] == [r.rel_path for r in found]
         same_reasons = [str(x) for x in old.routes["filter_reason"]] == [r.filter_reason or "" for r in found]
+        same_reasons = same_reasons and old.attrs.get("dataset_config") == config.name
         if same_routes and same_reasons and all(old_fp.get(k) == v for k, v in fingerprints.items()) \
                 and not old.attrs.get("skipped_routes"):
             return ScanReport(path, len(found), len(trainable), 0, len(trainable), {}, len(old),
@@ -343,7 +422,8 @@ def build_catalog(root: str | Path, *, workers: int = 1, on_error: str = "raise"
     todo = [r for r in trainable if not (old_fp.get(r.rel_path) == fingerprints[r.rel_path]
                                          and r.rel_path in old_rows)]
     scanned: dict[str, dict] = {}
-    skipped: dict[str, str] = {}
+    skipped: dict[str, str] = {r.rel_path: f"route {r.rel_path}: {r.filter_reason}" for r in found
+                               if (r.filter_reason or "").startswith("unreadable (skipped)")}
     jobs = [(root, r) for r in todo]
     bar = tqdm(total=len(jobs), desc="catalog", unit="route", disable=not progress or not jobs, leave=False)
     frames_done = 0

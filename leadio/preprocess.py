@@ -197,6 +197,10 @@ def decode_member(member: Member, data: bytes | memoryview) -> np.ndarray:
     if member.encoding == "jpeg":
         import simplejpeg
 
+        height, width, _, _ = simplejpeg.decode_jpeg_header(bytes(data))  # refuse a hostile size before allocating
+        if (height, width) != member.shape[:2]:
+            raise ValueError(f"{member.name}: JPEG header declares {width}x{height}, expected "
+                             f"{member.shape[1]}x{member.shape[0]}")
         array = simplejpeg.decode_jpeg(bytes(data), colorspace="RGB")
         if array.shape != member.shape:
             raise ValueError(f"{member.name}: JPEG decodes to {array.shape}, expected {member.shape}")

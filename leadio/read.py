@@ -35,6 +35,12 @@ on a local disk, which is what a session cache is for. Evicting a file that anot
 safe on POSIX (an open fd keeps working after unlink); a reader that has only the path and finds it gone
 re-fetches once (``SessionCache.read_ranges`` does). If ``max_bytes`` is smaller than the shards that all
 concurrent readers download at once, a downloader waits (up to ``wait_s``) for room.
+
+Remote failures. A failure that may pass (connection refused or reset mid-transfer, timeout, HTTP 429 and
+5xx, a download whose bytes do not match the checksum it was promised) is retried `RETRIES` times with
+exponential backoff from `RETRY_BACKOFF_S`; then a `ReadError` names the URL, the last failure and the count
+of attempts. Other failures (404, a truncated file) are reported at once. A cached shard is stored only after
+its size and (when the caller knows it) its xxh3-128 were checked, so wrong bytes never enter the cache.
 """
 
 from __future__ import annotations
@@ -57,7 +63,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-__all__ = ["CacheStats", "ReadError", "SessionCache", "fetch_file", "read_range", "read_ranges", "resolve"]
+__all__ = ["CacheStats", "ReadError", "SessionCache", "fetch_file", "read_range", "read_ranges", "read_small",
+           "resolve"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +72,9 @@ MAX_GAP = 64 * 1024  # remote ranges closer than this are fetched by one request
 MAX_SPAN = 16 * 1024**2  # ... as long as the merged span stays below this
 CHUNK = 4 * 1024**2  # streaming copy unit
 HTTP_TIMEOUT_S = 60.0
+RETRIES = 3  # attempts after the first, for failures that may pass (see the module docstring)
+RETRY_BACKOFF_S = 0.5  # doubled after each attempt
+_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 _TEMP = re.compile(r"^\.(?P<entry>.+)\.part-(?P<pid>\d+)-[0-9a-f]{8}$")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
@@ -72,12 +82,29 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 class ReadError(OSError):
     """Bytes could not be read: truncated file, HTTP error or bad response. Names the location (and range)."""
 
-    def __init__(self, message: str, location: str = "", status: int | None = None) -> None:
+    def __init__(self, message: str, location: str = "", status: int | None = None, transient: bool = False) -> None:
         super().__init__(message)
-        self.location, self.status = location, status
+        self.location, self.status, self.transient = location, status, transient
 
     def __reduce__(self):
-        return type(self), (str(self), self.location, self.status)
+        return type(self), (str(self), self.location, self.status, self.transient)
+
+
+def _retrying(fn: Callable[[], object], location: str, what: str):
+    """``fn()``, retried on transient `ReadError` (see the module docstring)."""
+    for attempt in range(RETRIES + 1):
+        try:
+            return fn()
+        except ReadError as e:
+            if not e.transient:
+                raise
+            if attempt == RETRIES:
+                raise ReadError(f"{e} - gave up after {RETRIES + 1} attempts ({what}); check that the server is up "
+                                f"and serves the files the manifest lists, then rerun", location, e.status) from e
+            delay = RETRY_BACKOFF_S * 2**attempt
+            log.warning("%s (%s): %s; retrying in %.1fs (%d/%d)", location, what, e, delay, attempt + 1, RETRIES)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def _truncated(location: str, start: int, end: int, file_end: int | None) -> ReadError:
@@ -106,7 +133,8 @@ def _read_upto(f: BinaryIO, n: int, location: str) -> bytes:
             parts.append(part)
             got += len(part)
     except (http.client.HTTPException, ConnectionError, TimeoutError) as e:
-        raise ReadError(f"{location}: connection failed while reading ({type(e).__name__}: {e})", location) from e
+        raise ReadError(f"{location}: connection failed while reading ({type(e).__name__}: {e})", location,
+                        transient=True) from e
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
@@ -118,9 +146,10 @@ def _urlopen(url: str, what: str, headers: dict[str, str] | None = None, accept:
         if e.code in accept:
             return e
         e.close()
-        raise ReadError(f"{url}: HTTP {e.code} {e.reason} ({what})", url, e.code) from None
-    except OSError as e:  # URLError included
-        raise ReadError(f"{url}: request failed: {getattr(e, 'reason', e)} ({what})", url) from None
+        raise ReadError(f"{url}: HTTP {e.code} {e.reason} ({what})", url, e.code,
+                        transient=e.code in _TRANSIENT_STATUS) from None
+    except (OSError, http.client.HTTPException) as e:  # URLError included
+        raise ReadError(f"{url}: request failed: {getattr(e, 'reason', e)} ({what})", url, transient=True) from None
 
 
 def _http_span(url: str, start: int, end: int) -> bytes:
@@ -224,7 +253,10 @@ def read_ranges(location: str, ranges: list[tuple[int, int]], *, max_gap: int = 
         else:
             groups.append([o, o + s, [i]])
     spans = [(g[0], g[1]) for g in groups]
-    blobs = [_http_span(target, a, b) for a, b in spans] if kind == "http" else _fsspec_spans(target, spans)
+    if kind == "http":
+        blobs = [_retrying(lambda a=a, b=b: _http_span(target, a, b), target, f"bytes {a}..{b}") for a, b in spans]
+    else:
+        blobs = _fsspec_spans(target, spans)
     out = [b""] * len(ranges)
     for (start, _, members), blob in zip(groups, blobs, strict=True):
         for i in members:
@@ -241,6 +273,8 @@ def read_range(location: str, offset: int, size: int) -> bytes:
 @contextlib.contextmanager
 def _open_stream(location: str) -> Iterator[BinaryIO]:
     kind, target = _kind(location)
+    if kind == "local" and not os.path.exists(target):
+        raise FileNotFoundError(f"{location} does not exist")
     if kind == "local":
         with open(target, "rb") as f:
             yield f
@@ -254,19 +288,45 @@ def _open_stream(location: str) -> Iterator[BinaryIO]:
             yield f
 
 
-def _copy_into(location: str, dst: BinaryIO, expected_size: int | None) -> int:
-    """Stream ``location`` into ``dst`` in `CHUNK` pieces; returns the byte count (checked when expected)."""
-    n = 0
-    with _open_stream(location) as src:
-        while chunk := _read_upto(src, CHUNK, location):
-            n += len(chunk)
-            if expected_size is not None and n > expected_size:
-                raise ReadError(f"{location}: is larger than the expected {expected_size} bytes (changed since "
-                                f"the manifest was written?)", location)
-            dst.write(chunk)
-    if expected_size is not None and n < expected_size:
-        raise _truncated(location, 0, expected_size, n)
-    return n
+def _copy_into(location: str, dst: BinaryIO, expected_size: int | None, checksum: str | None = None) -> int:
+    """Stream ``location`` into ``dst`` in `CHUNK` pieces; returns the byte count (checked when expected), and
+    checks the xxh3-128 hex ``checksum`` when given. Transient failures restart the copy (bounded retries)."""
+    import xxhash
+
+    start = dst.tell()
+
+    def once() -> int:
+        dst.seek(start)
+        n, h = 0, xxhash.xxh3_128()
+        with _open_stream(location) as src:
+            while chunk := _read_upto(src, CHUNK, location):
+                n += len(chunk)
+                if expected_size is not None and n > expected_size:
+                    raise ReadError(f"{location}: is larger than the expected {expected_size} bytes (changed since "
+                                    f"the manifest was written?)", location)
+                h.update(chunk)
+                dst.write(chunk)
+        if expected_size is not None and n < expected_size:
+            raise _truncated(location, 0, expected_size, n)
+        if checksum is not None and h.hexdigest() != checksum:
+            raise ReadError(f"{location}: the downloaded bytes differ from the manifest's checksum (damaged in "
+                            f"transfer, or the set was rebuilt on the server while in use: reopen it)", location,
+                            transient=True)
+        return n
+
+    return _retrying(once, location, "whole file")
+
+
+def read_small(location: str, limit: int = 256 * 1024**2) -> bytes:
+    """A whole small file (manifest, catalog part) in memory, with bounded retries; at most ``limit`` bytes."""
+    def once() -> bytes:
+        with _open_stream(location) as src:
+            return _read_upto(src, limit + 1, location)
+
+    data = _retrying(once, location, "whole file")
+    if len(data) > limit:
+        raise ValueError(f"{location} is larger than {limit} bytes: not a small metadata file")
+    return data
 
 
 def _temp_name(path: Path) -> Path:
@@ -472,14 +532,15 @@ class SessionCache:
         self.stats.hits += 1
         return True
 
-    def local_path(self, location: str, size: int, key: str | None = None) -> Path:
+    def local_path(self, location: str, size: int, key: str | None = None, checksum: str | None = None) -> Path:
         """A local path holding the complete file at ``location``, downloaded on first use.
 
         Args:
             location: the file (local path or URL, see `read_ranges`).
             size: its size in bytes (from the manifest); a download of another size is an error.
-            key: the cache name, e.g. ``"<set>/<bucket>/000000.tar"``; default: a hash of ``location``.
-                Keys must name immutable content (a set's name carries its pipeline hash).
+            key: the cache name, e.g. ``"<set>-<manifest identity>/<bucket>/000000.tar"``; default: a hash of
+                ``location``. Keys must name immutable content (a shard set's include its manifest's hash).
+            checksum: xxh3-128 hex the download must have (from the manifest); wrong bytes are never stored.
 
         Returns:
             The cached file's path. It may be evicted by another process before it is opened: open it
@@ -496,19 +557,19 @@ class SessionCache:
                 log.warning("session cache: %s has the wrong size (expected %d), fetching again", path, size)
                 with _flock(self.directory / ".lock"):
                     path.unlink(missing_ok=True)
-            self._store(path, size, location, lambda f: _copy_into(location, f, size))
+            self._store(path, size, location, lambda f: _copy_into(location, f, size, checksum))
         self.stats.misses += 1
         self.stats.bytes_downloaded += size
         return path
 
     def read_ranges(self, location: str, size: int, ranges: list[tuple[int, int]],
-                    key: str | None = None) -> list[bytes]:
+                    key: str | None = None, checksum: str | None = None) -> list[bytes]:
         """`read_ranges` of the cached copy of ``location`` (see `local_path`), re-fetching once if evicted."""
-        path = self.local_path(location, size, key)
+        path = self.local_path(location, size, key, checksum)
         try:
             return _read_local(path, ranges, f"{location} (cached as {path})")
         except FileNotFoundError:  # evicted by another process between local_path and open
-            path = self.local_path(location, size, key)
+            path = self.local_path(location, size, key, checksum)
             return _read_local(path, ranges, f"{location} (cached as {path})")
 
     def fetch_small(self, location: str, key: str) -> Path:
@@ -524,11 +585,7 @@ class SessionCache:
         with _flock(self._entry_lock(path)):
             if self._hit(path, None):
                 return path
-            limit = min(self.max_bytes, 256 * 1024**2)
-            with _open_stream(location) as src:
-                data = _read_upto(src, limit + 1, location)
-            if len(data) > limit:
-                raise ValueError(f"{location} is larger than {limit} bytes: not a small metadata file; use local_path")
+            data = read_small(location, min(self.max_bytes, 256 * 1024**2))
             self._store(path, len(data), location, lambda f: f.write(data))
         self.stats.misses += 1
         self.stats.bytes_downloaded += len(data)

@@ -206,7 +206,8 @@ def test_verify_reports_flipped_byte_and_truncation(built, tmp_path):
     rel = ss.manifest["shards"][shard]["path"]
     assert not report.ok
     assert f"shard {rel}: checksum mismatch (xxh3-128)" in report.problems
-    assert f"shard {rel}, sample {key}: content differs from its recorded hash" in report.problems
+    assert (f"shard {rel}, sample {key}: content differs from its recorded hash (member semantic_n.lz4)"
+            in report.problems)
     other = (shard + 1) % len(ss.manifest["shards"])
     other_path = ss.shard_path(other)
     other_rows = np.flatnonzero(ss.catalog["shard"] == other)
@@ -239,9 +240,11 @@ def test_changed_routes_make_the_set_stale(built, tmp_path):
     open_shard_set(set_dir)  # a copied root is still current
     victim = sorted((root / "data").glob("*/*"))[0]
     rel = f"data/{victim.parent.name}/{victim.name}"
-    (victim / "depth" / "0000.png").write_bytes(b"different size")
+    (victim / "depth" / "0000.png").write_bytes(b"different size")  # frame 0 is in no sample (skip_first=1)
+    open_shard_set(set_dir, check_routes="full")
+    (victim / "depth" / "0001.png").write_bytes(b"different size")
     open_shard_set(set_dir)  # the quick check (every open, every rank) looks at frame counts only
-    with pytest.raises(StaleShardSetError, match=rf"route {rel} changed on disk;"):
+    with pytest.raises(StaleShardSetError, match=rf"route {rel} changed on disk \(file contents\);"):
         open_shard_set(set_dir, check_routes="full")
     last = sorted((victim / "bboxes").iterdir())[-1]
     last.unlink()

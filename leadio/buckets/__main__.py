@@ -46,12 +46,15 @@ def main(argv: Sequence[str] | None = None, default_collection: str = "full_pret
     parser.add_argument("--force-rebuild", action="store_true", help="rebuild even if the stored file is current")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help=workers_help("catalog scan processes"))
     parser.add_argument("--dataset-config", default=None, help="sensor setup name (default: from the root path)")
+    parser.add_argument("--skip-bad-routes", action="store_true",
+                        help="leave unreadable routes out (counted and reported) instead of stopping")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
 
     def run() -> int:
         collection, path = load_or_build(args.root, args.collection, force_rebuild=args.force_rebuild,
-                                         workers=args.workers, progress=True, dataset_config=args.dataset_config)
+                                         workers=args.workers, progress=True, dataset_config=args.dataset_config,
+                                         on_error="skip" if args.skip_bad_routes else "raise")
         print(f"collection {collection.name!r}: {path}")
         print(format_table(collection))
         return 0

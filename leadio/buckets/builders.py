@@ -15,13 +15,16 @@ matches the routes on disk, and rebuilds (logging what changed) when routes were
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from leadio._io import file_lock, remove_stale_temps
 from leadio.buckets.collection import Bucket, BucketCollection
 from leadio.catalog import Catalog, build_catalog, load_catalog
 from leadio.format import discover_routes
@@ -149,19 +152,54 @@ def build_collection(catalog: Catalog, builder: str, params: Mapping) -> BucketC
     return BUILDERS[builder](catalog, **params)
 
 
-def trainable_routes_on_disk(root: str | Path) -> dict[str, int]:
+def trainable_routes_on_disk(root: str | Path, on_error: str = "raise") -> dict[str, int]:
     """rel_path -> frame count of the routes LEAD's filter keeps, as found on disk now."""
-    return {r.rel_path: r.num_frames for r in discover_routes(root) if r.trainable}
+    return {r.rel_path: r.num_frames for r in discover_routes(root, on_error) if r.trainable}
+
+
+#: Keys a collection spec may carry besides its builder's parameters (LEAD's names for the posttrain file).
+SPEC_EXTRAS = {"num_way_points_prediction", "waypoints_spacing", "description"}
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=+-]*")
+
+
+def _validate(builder: str, params: dict, source: str) -> tuple[str, dict]:
+    """Check a collection spec: known builder, known keys, a name that is a plain file name."""
+    if builder not in BUILDERS:
+        raise ValueError(f"collection spec {source}: unknown builder {builder!r}; known: {sorted(BUILDERS)}")
+    signature = inspect.signature(BUILDERS[builder]).parameters
+    known = {k for k, p in signature.items() if p.kind == p.KEYWORD_ONLY} | SPEC_EXTRAS
+    unknown = sorted(set(params) - known)
+    if unknown:
+        close = {k: [c for c in known if c[:3] == k[:3]] for k in unknown}
+        hint = "; ".join(f"{k!r} (did you mean {v[0]!r}?)" if v else repr(k) for k, v in close.items())
+        raise ValueError(f"collection spec {source}: unknown key(s) {hint}; valid keys: {sorted(known)}")
+    required = sorted(k for k, p in signature.items() if p.kind == p.KEYWORD_ONLY and p.default is p.empty
+                      and k not in params)
+    if required:
+        raise ValueError(f"collection spec {source}: missing key(s) {required}; e.g. \"name\": \"my_collection\"")
+    name = params["name"]
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"collection spec {source}: name {name!r} must be a plain file name (letters, digits, "
+                         f"_.=+-; no '/' or leading '.'), as it names <root>/buckets/<name>_buckets.gz")
+    return builder, params
 
 
 def _resolve(spec: str | Mapping | Path) -> tuple[str, dict]:
     if isinstance(spec, Mapping):
         spec = dict(spec)
-        return spec.pop("builder", "property"), spec
+        return _validate(spec.pop("builder", "property"), spec, "(dict)")
     if str(spec).endswith(".json"):
-        with open(spec) as f:
-            data = json.load(f)
-        return data.pop("builder", "property"), data
+        try:
+            with open(spec) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"collection spec {spec} does not exist; pass a shipped name "
+                                    f"({', '.join(SHIPPED)}) or the path of a JSON spec") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"collection spec {spec} is not valid JSON ({e}); see examples/collections/") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"collection spec {spec} holds a {type(data).__name__}, expected a JSON object")
+        return _validate(data.pop("builder", "property"), data, str(spec))
     if spec in SHIPPED:
         builder, params = SHIPPED[str(spec)]
         return builder, dict(params)
@@ -171,7 +209,7 @@ def _resolve(spec: str | Mapping | Path) -> tuple[str, dict]:
 
 def load_or_build(root: str | Path, collection: str | Mapping | Path = "full_pretrain", *,
                   force_rebuild: bool = False, workers: int = 1, progress: bool = False,
-                  dataset_config: str | None = None) -> tuple[BucketCollection, Path]:
+                  dataset_config: str | None = None, on_error: str = "raise") -> tuple[BucketCollection, Path]:
     """The collection for ``root``: reused from ``<root>/buckets/`` when current, else (re)built and saved.
 
     A stored collection is current when the trainable routes on disk (and their frame counts) equal those it
@@ -183,6 +221,7 @@ def load_or_build(root: str | Path, collection: str | Mapping | Path = "full_pre
         collection: a shipped name (``full_pretrain``, ``full_posttrain``), a JSON spec path, or a spec dict.
         force_rebuild: rebuild even when the stored file is current (LEAD's ``force_rebuild_bucket``).
         workers, progress, dataset_config: passed to the catalog scan when one is needed.
+        on_error: ``"skip"`` leaves unreadable routes out (``--skip-bad-routes``), else they are errors.
 
     Returns:
         (collection, path of its bucket file).
@@ -190,7 +229,21 @@ def load_or_build(root: str | Path, collection: str | Mapping | Path = "full_pre
     root = Path(root)
     builder, params = _resolve(collection)
     path = root / "buckets" / bucket_file_name(params)
-    on_disk = trainable_routes_on_disk(root)
+    with file_lock(root / "buckets" / ".lock", f"bucket files of {root}"):
+        remove_stale_temps(path)
+        return _load_or_build(root, builder, params, path, force_rebuild, workers, progress, dataset_config,
+                              on_error)
+
+
+def _load_or_build(root: Path, builder: str, params: dict, path: Path, force_rebuild: bool, workers: int,
+                   progress: bool, dataset_config: str | None, on_error: str) -> tuple[BucketCollection, Path]:
+    on_disk = trainable_routes_on_disk(root, on_error)
+    if on_error == "skip" and (root / "catalog.zarr" / "zarr.json").exists():
+        try:  # routes the last scan skipped as unreadable are not "added" routes
+            for route in load_catalog(root).attrs.get("skipped_routes") or {}:
+                on_disk.pop(route, None)
+        except (OSError, ValueError):
+            pass
     if path.exists() and not force_rebuild:
         stored = BucketCollection.load(path)
         changes = stored.changes_since_build(on_disk)
@@ -202,7 +255,7 @@ def load_or_build(root: str | Path, collection: str | Mapping | Path = "full_pre
                         path, changes.describe())
         else:
             log.warning("bucket file %s was built with other parameters; rebuilding", path)
-    report = build_catalog(root, workers=workers, progress=progress, dataset_config=dataset_config)
+    report = build_catalog(root, workers=workers, progress=progress, dataset_config=dataset_config, on_error=on_error)
     if report.rewritten:
         log.info(report.summary())
     result = build_collection(load_catalog(root), builder, params)

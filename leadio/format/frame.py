@@ -104,19 +104,37 @@ def _check_shape(route_dir, frame, path, array: np.ndarray, shape: tuple, what: 
     return array
 
 
-def read_rgb_jpeg(route_dir: str | Path, frame: int, view: str = "normal") -> bytes:
-    """The camera strip's JPEG bytes, untouched (checked to start with a JPEG marker)."""
+#: A LAZ file declaring more points than this, or more than this many per byte of file, is refused unread.
+MAX_LIDAR_POINTS = 20_000_000
+MAX_LAZ_POINTS_PER_BYTE = 64
+
+
+def read_rgb_jpeg(route_dir: str | Path, frame: int, view: str = "normal",
+                  config: DatasetConfig | None = None) -> bytes:
+    """The camera strip's JPEG bytes, untouched, checked without decoding the pixels: the start (SOI) and end
+    (EOI) markers, so a truncated file is refused, and the header's size (against ``config`` when given), so a
+    header declaring a huge image is refused before anything is allocated."""
     path = frame_file(route_dir, "rgb", frame, view)
     data = _read_bytes(Path(route_dir), frame, path)
     if not data.startswith(b"\xff\xd8"):
         raise FrameReadError(route_dir, frame, path, "is not a JPEG (no SOI marker); expected a 3-camera JPEG")
+    if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        raise FrameReadError(route_dir, frame, path, f"JPEG is truncated (no EOI marker at the end of its "
+                                                     f"{len(data)} bytes); copy the file again or re-record the frame")
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError as e:
+        raise FrameReadError(route_dir, frame, path, f"bad JPEG header ({e})") from e
+    if config is not None and (height, width) != (config.image_height, config.image_width):
+        raise FrameReadError(route_dir, frame, path, f"JPEG header declares {width}x{height}, expected "
+                                                     f"{config.image_width}x{config.image_height} ({config.name})")
     return data
 
 
 def read_rgb(route_dir: str | Path, frame: int, config: DatasetConfig, view: str = "normal") -> np.ndarray:
     """The camera strip decoded to uint8 (H, W, 3) RGB."""
     path = frame_file(route_dir, "rgb", frame, view)
-    data = read_rgb_jpeg(route_dir, frame, view)
+    data = read_rgb_jpeg(route_dir, frame, view, config)
     try:
         image = simplejpeg.decode_jpeg(data, colorspace="RGB")
     except ValueError as e:
@@ -128,7 +146,13 @@ def _read_png(route_dir: str | Path, frame: int, base: str, view: str, shape: tu
               dtypes: tuple[type, ...] = (np.uint8,)) -> np.ndarray:
     path = frame_file(route_dir, base, frame, view)
     data = _read_bytes(Path(route_dir), frame, path)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if not data:
+        raise FrameReadError(route_dir, frame, path, "PNG file is empty (0 bytes); copy the file again or re-record "
+                                                     "the frame")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:
+        raise FrameReadError(route_dir, frame, path, f"bad PNG encoding ({' '.join(str(e).split())})") from e
     if image is None:
         raise FrameReadError(route_dir, frame, path, "bad PNG encoding (cannot be decoded)")
     if image.dtype not in dtypes:
@@ -161,6 +185,15 @@ def read_lidar(route_dir: str | Path, frame: int) -> tuple[np.ndarray, np.ndarra
     """
     path = frame_file(route_dir, "lidar", frame)
     data = _read_bytes(Path(route_dir), frame, path)
+    try:
+        with laspy.open(io.BytesIO(data)) as reader:
+            declared = int(reader.header.point_count)
+    except Exception as e:  # laspy raises a handful of unrelated types for broken files
+        raise FrameReadError(route_dir, frame, path, f"bad LAZ encoding, unreadable header ({type(e).__name__}: {e})") from e
+    if declared > min(MAX_LIDAR_POINTS, MAX_LAZ_POINTS_PER_BYTE * len(data)):
+        raise FrameReadError(route_dir, frame, path, f"LAZ header declares {declared} points in a {len(data)}-byte "
+                                                     f"file (at most {MAX_LIDAR_POINTS}, and {MAX_LAZ_POINTS_PER_BYTE} "
+                                                     f"per byte); the file is damaged or not a LiDAR sweep")
     try:
         las = laspy.read(io.BytesIO(data))
     except Exception as e:  # laspy raises a handful of unrelated types for broken files
@@ -249,7 +282,7 @@ def read_frame(route_dir: str | Path, frame: int, config: DatasetConfig, *, view
         raise ValueError(f"unknown modalities {sorted(unknown)}; expected a subset of {MODALITIES}")
     out: dict[str, Any] = {}
     if "rgb_jpeg" in wanted:
-        out["rgb_jpeg"] = read_rgb_jpeg(route_dir, frame, view)
+        out["rgb_jpeg"] = read_rgb_jpeg(route_dir, frame, view, config)
     if "rgb" in wanted:
         out["rgb"] = read_rgb(route_dir, frame, config, view)
     if "semantics" in wanted:

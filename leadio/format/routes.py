@@ -126,12 +126,17 @@ def list_frames(route_dir: str | Path, folder: str = "bboxes") -> list[int]:
     return sorted(frames)
 
 
-def discover_routes(root: str | Path) -> list[RouteInfo]:
+def discover_routes(root: str | Path, on_error: str = "raise") -> list[RouteInfo]:
     """All route folders under ``<root>/data``, in LEAD's order, each with its filter verdict.
+
+    Args:
+        root: the dataset root.
+        on_error: ``"raise"``: an unreadable results.json is an error; ``"skip"``: such a route is dropped, with
+            the reason as its ``filter_reason``.
 
     Raises:
         FileNotFoundError: ``<root>/data`` does not exist.
-        RouteError: a results.json is unreadable.
+        RouteError: a results.json is unreadable (with ``on_error="raise"``).
     """
     root = Path(root)
     data_dir = root / "data"
@@ -146,7 +151,12 @@ def discover_routes(root: str | Path) -> list[RouteInfo]:
             route_dir = data_dir / scenario / name
             if name.startswith(".") or not route_dir.is_dir():
                 continue  # hidden folders are in-progress writes (e.g. leadio.synth's .tmp-*)
-            reason = route_filter_reason(_read_results(route_dir), (route_dir / "metas" / "0000.pkl").exists())
+            try:
+                reason = route_filter_reason(_read_results(route_dir), (route_dir / "metas" / "0000.pkl").exists())
+            except RouteError as e:
+                if on_error != "skip":
+                    raise
+                reason = f"unreadable (skipped): {e.problem}"
             routes.append(RouteInfo(
                 rel_path=f"data/{scenario}/{name}",
                 scenario=scenario,

@@ -14,10 +14,21 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from leadio.format import dataset_config_for_root
 
 __all__ = ["main", "parse_size"]
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def parse_size(text: str) -> int:
@@ -48,7 +59,16 @@ def _verify(argv: Sequence[str], prog: str) -> int:
     args = parser.parse_args(argv)
 
     def run() -> int:
-        report = verify_shard_set(open_shard_set(args.shard_set, check_routes=False), deep=args.deep)
+        from leadio.shard.shardset import ShardSetError
+
+        try:
+            ss = open_shard_set(args.shard_set, check_routes=False, verify=False)
+        except ShardSetError as e:  # a set whose manifest and catalog disagree: that is verification's finding
+            if not (Path(args.shard_set) / "manifest.json").is_file():
+                raise
+            print(f"verified 0 shards: 1 problem(s)\n  - {e}")
+            return 1
+        report = verify_shard_set(ss, deep=args.deep)
         print(report.summary())
         return 0 if report.ok else 1
 
@@ -67,10 +87,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m leadio.shard"
     parser.add_argument("--collection", default="full_pretrain",
                         help="bucket collection: full_pretrain, full_posttrain or a JSON spec")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help=workers_help())
-    parser.add_argument("--shard-size", type=parse_size, default="256MiB",
-                        help="target shard size (e.g. 256MB = 256e6 bytes, 1GiB = 2^30)")
-    parser.add_argument("--samples-per-shard", type=int, default=None,
+    parser.add_argument("--shard-size", type=parse_size, default=None,
+                        help="target shard size (e.g. 256MB = 256e6 bytes, 1GiB = 2^30); an existing set keeps its "
+                             "own size unless this or --samples-per-shard is given (default: 256MiB)")
+    parser.add_argument("--samples-per-shard", type=_positive, default=None,
                         help="fixed samples per shard (overrides --shard-size)")
+    parser.add_argument("--skip-bad-routes", action="store_true",
+                        help="leave unreadable routes out of the set (counted and reported) instead of stopping")
     parser.add_argument("--part", default=None,
                         help="i/N: write only part i of N, counting from 0 (0/N .. N-1/N; cluster mode, then --merge)")
     parser.add_argument("--merge", action="store_true", help="write catalog and manifest from finished parts")
@@ -84,13 +107,15 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m leadio.shard"
             from leadio.buckets import load_or_build
 
             config = dataset_config_for_root(args.root, args.dataset_config)
-            coll, _ = load_or_build(args.root, args.collection, dataset_config=config.name)
+            coll, _ = load_or_build(args.root, args.collection, dataset_config=config.name,
+                                    on_error="skip" if args.skip_bad_routes else "raise")
             path = merge_shard_set(args.root, shard_set_dir(args.root, coll.name, config), config)
             print(f"merged: {path}")
             return 0
         report = build_shard_set(args.root, args.collection, workers=args.workers, shard_size=args.shard_size,
                                  samples_per_shard=args.samples_per_shard, part=args.part,
                                  merge=True if args.merge else None, progress=not args.quiet,
+                                 on_error="skip" if args.skip_bad_routes else "raise",
                                  dataset_config=args.dataset_config)
         print(report.summary())
         return 0

@@ -10,33 +10,45 @@ Layout of a set (``<root>/shards/<collection>-<pipeline hash>/``)::
     manifest.json              pipeline version + hash, collection, routes, buckets, shards (written last)
 
 Crash safety: a shard is written under a hidden temp name; its index and sidecar are written next, and the
-tar is renamed into place last, so "the tar exists and its sidecar lists the shard's keys and size" means
-"complete". A rerun redoes exactly the shards that are not complete; tar bytes are deterministic, so the
-result equals an uninterrupted build. Work is split by shard (each a run of consecutive frames), which keeps
-per-shard reads sequential; ``--part i/N`` takes shards i, i+N, ... for SLURM arrays.
+tar is renamed into place last. A shard is *complete* when its tar, index and sidecar agree: the sidecar
+lists the shard's keys, the tar has the recorded size and xxh3-128 (the whole tar is hashed: a damaged shard
+is rewritten, not trusted by its size), the index is the one the sidecar implies, and every sample's source
+digest (`leadio.stamps`: the content of the raw files it was made from, recorded at build time) equals the
+files' digest now, so a raw file edited or repaired since is rebuilt, whatever its size. A rerun redoes
+exactly the shards that are not complete; tar bytes are deterministic, so the result equals a clean build of
+the current raw files. Work is split by shard (each a run of consecutive frames), which keeps per-shard
+reads sequential; ``--part i/N`` takes shards i, i+N, ... for SLURM arrays.
+
+Concurrency: a build takes ``<set>/.build.lock`` (an flock: released by the kernel when its holder dies), a
+whole build and a merge exclusively, a ``--part`` build shared plus its own part's lock exclusively. A second
+build of the same set waits for the first (saying so), then finds its shards complete. Under the exclusive
+lock, temp files that killed builds left behind are removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import time
 from concurrent.futures import as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import xxhash
 from tqdm import tqdm
 
-from leadio._io import atomic_write_bytes, temp_sibling
+from leadio._io import atomic_write_bytes, file_lock, remove_stale_temps, temp_sibling, writing
 from leadio._pool import process_pool
-from leadio.buckets import BucketCollection, load_or_build
-from leadio.catalog import Catalog, load_catalog, route_fingerprint, write_catalog
-from leadio.format import DatasetConfig, dataset_config_for_root
+from leadio.buckets import Bucket, BucketCollection, load_or_build
+from leadio.catalog import Catalog, build_catalog, load_catalog, write_catalog
+from leadio.format import DatasetConfig, FrameReadError, dataset_config_for_root
 from leadio.preprocess import PIPELINE_VERSION, pipeline_hash, pipeline_params, preprocess_frame
 from leadio.shard.tarwriter import ShardTarWriter, dali_index_text
+from leadio.stamps import RouteStamps
 
 __all__ = ["BuildReport", "ShardJob", "build_shard_set", "merge_shard_set", "plan_shards", "sample_key",
            "shard_set_dir"]
@@ -44,8 +56,9 @@ __all__ = ["BuildReport", "ShardJob", "build_shard_set", "merge_shard_set", "pla
 log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "leadio-shard-set"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: per-member hashes (member_xxh3_64) and per-sample source digests
 DEFAULT_SHARD_SIZE = 256 * 1024**2
+LOCK_NAME = ".build.lock"
 
 
 @dataclass(frozen=True)
@@ -109,6 +122,11 @@ def plan_shards(root: Path, collection: BucketCollection, config: DatasetConfig,
         per_bucket.append(frames)
     if not seen:
         raise ValueError(f"collection {collection.name!r} has no frames to shard")
+    if samples_per_shard is not None and samples_per_shard < 1:
+        raise ValueError(f"samples per shard must be >= 1, got {samples_per_shard}; pass --samples-per-shard N "
+                         f"with N >= 1, or --shard-size")
+    if shard_size < 1:
+        raise ValueError(f"shard size must be >= 1 byte, got {shard_size}; pass e.g. --shard-size 256MiB")
     if samples_per_shard is None:
         first = next(f for fs in per_bucket for f in fs)
         est = _stored_size(dict(_sample_members(root, first[0], first[1], config)))
@@ -133,28 +151,80 @@ def _sidecar_path(set_dir: Path, job: ShardJob) -> Path:
     return (set_dir / job.path).with_suffix(".json")
 
 
-def shard_is_complete(set_dir: Path, job: ShardJob) -> bool:
-    """The tar is in place and its sidecar describes exactly this job's samples and the tar's size."""
-    tar, side = set_dir / job.path, _sidecar_path(set_dir, job)
-    if not (tar.exists() and side.exists() and tar.with_suffix(".idx").exists()):
-        return False
+def _tar_hash(path: Path) -> str:
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _sidecar_index(meta: dict) -> str:
+    """The DALI index text a sidecar implies."""
+    return dali_index_text([(k, list(zip(meta["members"], o, z, strict=True)), "")
+                            for k, o, z in zip(meta["keys"], meta["offsets"], meta["sizes"], strict=True)])
+
+
+def _source_digests(root: Path, routes, frames) -> list[str]:
+    """The source digest (`leadio.stamps.frame_digest`) of each (route, frame), through the routes' stamp caches."""
+    caches: dict[str, RouteStamps] = {}
+    out = []
+    for route, frame in zip(routes, frames, strict=True):
+        if route not in caches:
+            caches[route] = RouteStamps(root, route)
+        out.append(caches[route].frame_digest(int(frame)))
+    for c in caches.values():
+        c.save()
+    return out
+
+
+def shard_problem(set_dir: Path, job: ShardJob, root: Path | None = None) -> str | None:
+    """None when the shard is complete and current (see the module docstring), else why it must be rewritten."""
+    tar, side, idx = set_dir / job.path, _sidecar_path(set_dir, job), (set_dir / job.path).with_suffix(".idx")
+    if not (tar.exists() and side.exists() and idx.exists()):
+        return "not written"
     try:
         meta = json.loads(side.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return meta.get("keys") == job.keys and meta.get("bytes") == tar.stat().st_size
+        if meta.get("keys") != job.keys:
+            return "holds other samples (the assignment changed)"
+        if "member_xxh3_64" not in meta or "sources" not in meta:
+            return "written by an older leadio (no per-member hashes)"
+        if meta.get("bytes") != tar.stat().st_size:
+            return f"has {tar.stat().st_size} bytes, its sidecar says {meta.get('bytes')}"
+        if idx.read_text() != _sidecar_index(meta):
+            return "its DALI index disagrees with its sidecar"
+        if _tar_hash(tar) != meta.get("xxh3_128"):
+            return "is damaged (checksum mismatch)"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"has an unreadable sidecar or index ({type(e).__name__}: {e})"
+    if root is not None:
+        now = _source_digests(root, job.routes, job.frames)
+        changed = [k for k, a, b in zip(job.keys, meta["sources"], now, strict=True) if a != b]
+        if changed:
+            return f"was built from raw files that changed since ({len(changed)} samples, first {changed[0]})"
+    return None
+
+
+def shard_is_complete(set_dir: Path, job: ShardJob, root: Path | None = None) -> bool:
+    return shard_problem(set_dir, job, root) is None
 
 
 def write_shard(root: Path, config: DatasetConfig, set_dir: Path, job: ShardJob) -> dict:
     """Preprocess a job's frames into its tar, index and sidecar (tar renamed into place last)."""
     final = set_dir / job.path
     final.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in (final, final.with_suffix(".idx"), _sidecar_path(set_dir, job)):
+        remove_stale_temps(leftover)  # of a killed writer of this shard (we own it: build lock + assignment)
     tmp = temp_sibling(final)
     try:
-        with open(tmp, "wb") as f:
+        sources = _source_digests(root, job.routes, job.frames)  # before reading: an edit during the build
+        member_hashes = []                                        # makes the next rerun rewrite this shard
+        with writing(final), open(tmp, "wb") as f:
             writer = ShardTarWriter(f)
             for route, frame in zip(job.routes, job.frames, strict=True):
-                writer.add_sample(sample_key(route, frame), _sample_members(root, route, frame, config))
+                members = _sample_members(root, route, frame, config)
+                member_hashes.append([xxhash.xxh3_64_intdigest(data) for _, data in members])
+                writer.add_sample(sample_key(route, frame), members)
             size, digest = writer.close()
             f.flush()
             os.fsync(f.fileno())
@@ -165,6 +235,8 @@ def write_shard(root: Path, config: DatasetConfig, set_dir: Path, job: ShardJob)
             "members": [s for s, _, _ in writer.samples[0][1]],
             "offsets": [[o for _, o, _ in e] for _, e, _ in writer.samples],
             "sizes": [[n for _, _, n in e] for _, e, _ in writer.samples],
+            "member_xxh3_64": member_hashes,
+            "sources": sources,
         }
         atomic_write_bytes(final.with_suffix(".idx"), dali_index_text(writer.samples).encode())
         atomic_write_bytes(_sidecar_path(set_dir, job), json.dumps(sidecar).encode())
@@ -182,6 +254,11 @@ def _write_shard_task(args: tuple[str, str, str, ShardJob]) -> tuple[int, int, i
     return job.index, sidecar["samples"], sidecar["bytes"]
 
 
+def _check_task(args: tuple[str, str, ShardJob]) -> str | None:
+    set_dir, root, job = args
+    return shard_problem(Path(set_dir), job, Path(root))
+
+
 @dataclass
 class BuildReport:
     set_dir: Path
@@ -193,6 +270,8 @@ class BuildReport:
     seconds: float
     workers: int
     merged: bool
+    rewritten: dict[str, str] = field(default_factory=dict)  # shard path -> why a shard on disk was redone
+    skipped_routes: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
         rate = self.samples_written / self.seconds if self.seconds > 0 else 0.0
@@ -201,6 +280,12 @@ class BuildReport:
              f"{self.bytes_written / 1e6:.1f} MB) in {self.seconds:.1f}s with {self.workers} workers "
              f"({rate:.1f} samples/s, {mbs:.1f} MB/s); {self.shards_skipped} of {self.shards_total} already "
              f"complete")
+        if self.rewritten:
+            first = next(iter(self.rewritten.items()))
+            s += f"; {len(self.rewritten)} redone (first: {first[0]} {first[1]})"
+        if self.skipped_routes:
+            s += f"; SKIPPED {len(self.skipped_routes)} bad routes (--skip-bad-routes): " + "; ".join(
+                self.skipped_routes.values())
         return s + ("; catalog and manifest written" if self.merged else "; not merged (run --merge)")
 
 
@@ -214,52 +299,130 @@ def _parse_part(part: str | None) -> tuple[int, int]:
     return int(m[1]), int(m[2])
 
 
+def _without_routes(coll: BucketCollection, bad: dict[str, str]) -> BucketCollection:
+    """``coll`` with the routes in ``bad`` left out (their frames and their entry in ``routes``)."""
+    if not bad:
+        return coll
+    buckets = [Bucket(b.name, {r: f for r, f in b.members.items() if r not in bad}, b.rate) for b in coll.buckets]
+    return BucketCollection(coll.name, buckets, coll.builder, coll.params,
+                            {r: n for r, n in coll.routes.items() if r not in bad}, coll.totals)
+
+
+@contextlib.contextmanager
+def _build_lock(set_dir: Path, part: tuple[int, int] | None) -> None:
+    """The set's build lock (see the module docstring); removes killed builds' temps it is entitled to."""
+    what = f"shard set {set_dir}"
+    if part is None:
+        with file_lock(set_dir / LOCK_NAME, f"{what} (another build or merge)"):
+            for stale in [p for p in set_dir.rglob(".*.tmp-*") if p.parent.name != "catalog.zarr"]:
+                remove_stale_temps(stale.parent / stale.name.split(".tmp-")[0][1:])
+            yield
+    else:
+        i, n = part
+        with file_lock(set_dir / LOCK_NAME, f"{what} (a whole build or merge)", shared=True), \
+                file_lock(set_dir / f".part-{i}-of-{n}.lock", f"part {i}/{n} of {what}"):
+            yield
+
+
+def _previous_samples_per_shard(set_dir: Path) -> int | None:
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        return int(json.loads((set_dir / "assignment.json").read_text())["samples_per_shard"])
+    return None
+
+
 def build_shard_set(root: str | Path, collection: str = "full_pretrain", *, workers: int = 1,
-                    shard_size: int = DEFAULT_SHARD_SIZE, samples_per_shard: int | None = None,
+                    shard_size: int | None = None, samples_per_shard: int | None = None,
                     part: str | None = None, merge: bool | None = None, progress: bool = True,
-                    dataset_config: str | None = None) -> BuildReport:
-    """Write (or finish) the shard set of ``collection`` under ``<root>/shards/``.
+                    dataset_config: str | None = None, on_error: str = "raise") -> BuildReport:
+    """Write (or finish, or repair) the shard set of ``collection`` under ``<root>/shards/``.
 
     Args:
         root: dataset root.
         collection: bucket collection (shipped name or JSON spec path), built/refreshed as needed.
         workers: processes writing shards in parallel.
-        shard_size: target bytes per shard (ignored when ``samples_per_shard`` is given).
+        shard_size: target bytes per shard (ignored when ``samples_per_shard`` is given). When neither is given,
+            an existing set keeps its shard size (a rerun never re-cuts a set silently), a new one gets 256 MiB.
+        samples_per_shard: fixed samples per shard.
         part: ``"i/N"``: write only shards i, i+N, ... (cluster mode); merging is then left to ``--merge``.
         merge: write catalog + manifest after writing (default: True unless ``part`` is given).
         progress: show a progress bar.
         dataset_config: explicit dataset config name (default: from the root's path).
+        on_error: ``"raise"`` stops at the first unreadable route; ``"skip"`` leaves such routes out of the set
+            (catalog scan and shard writing alike), names them in the report and in the manifest.
     """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     t0 = time.perf_counter()
     root = Path(root)
     i, n = _parse_part(part)
     config = dataset_config_for_root(root, dataset_config)
     merge = (part is None) if merge is None else merge
-    coll, bucket_file = load_or_build(root, collection, workers=workers, dataset_config=config.name)
+    build_catalog(root, workers=workers, on_error=on_error, progress=False, dataset_config=config.name)
+    coll, bucket_file = load_or_build(root, collection, workers=workers, dataset_config=config.name,
+                                      on_error=on_error)
     set_dir = shard_set_dir(root, coll.name, config)
-    assignment = plan_shards(root, coll, config, shard_size, samples_per_shard)
-    assignment["pipeline_hash"] = pipeline_hash(config)
-    assignment["bucket_file"] = bucket_file.relative_to(root).as_posix()
+    if samples_per_shard is None and shard_size is None:
+        samples_per_shard = _previous_samples_per_shard(set_dir)
+        if samples_per_shard is not None:
+            log.info("%s exists: keeping its %d samples per shard (pass --shard-size or --samples-per-shard to "
+                     "re-cut it)", set_dir, samples_per_shard)
+    shard_size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
+    skipped: dict[str, str] = {}
     set_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(set_dir / "assignment.json", json.dumps(assignment, indent=1).encode())
-    jobs = [j for j in _jobs(assignment) if j.index % n == i]
-    todo = [j for j in jobs if not shard_is_complete(set_dir, j)]
-    for j in todo:  # leftovers of a killed run of this part
-        for stale in (set_dir / j.path).parent.glob(f".{Path(j.path).name}.tmp-*"):
-            stale.unlink(missing_ok=True)
+    with _build_lock(set_dir, None if part is None else (i, n)):
+        while True:
+            used = _without_routes(coll, skipped)
+            assignment = plan_shards(root, used, config, shard_size, samples_per_shard)
+            assignment["pipeline_hash"] = pipeline_hash(config)
+            assignment["bucket_file"] = bucket_file.relative_to(root).as_posix()
+            assignment["skipped_routes"] = skipped
+            atomic_write_bytes(set_dir / "assignment.json", json.dumps(assignment, indent=1).encode())
+            jobs = [j for j in _jobs(assignment) if j.index % n == i]
+            checks = [(str(set_dir), str(root), j) for j in jobs]
+            if workers > 1 and len(jobs) > 1:
+                with process_pool(workers) as pool:
+                    problems = list(pool.map(_check_task, checks, chunksize=max(1, len(jobs) // (4 * workers))))
+            else:
+                problems = [_check_task(c) for c in checks]
+            todo = [j for j, p in zip(jobs, problems, strict=True) if p is not None]
+            rewritten = {j.path: p for j, p in zip(jobs, problems, strict=True) if p not in (None, "not written")}
+            for path, why in rewritten.items():
+                log.warning("shard %s %s: rewriting it", set_dir / path, why)
+            try:
+                samples, bytes_ = _write_jobs(root, config, set_dir, todo, workers, progress, coll.name, t0)
+                break
+            except FrameReadError as e:
+                route = Path(e.route).relative_to(root).as_posix() if Path(e.route).is_absolute() else e.route
+                if on_error != "skip" or route in skipped or route not in coll.routes:
+                    raise
+                skipped[route] = str(e)
+                log.warning("skipping route %s (--skip-bad-routes): %s", route, e)
+    if merge:
+        merge_shard_set(root, set_dir, config, _verified=part is None)
+    return BuildReport(set_dir, len(jobs), len(todo), len(jobs) - len(todo), samples, bytes_,
+                       time.perf_counter() - t0, workers, merge, rewritten, skipped)
+
+
+def _write_jobs(root: Path, config: DatasetConfig, set_dir: Path, todo: list[ShardJob], workers: int,
+                progress: bool, name: str, t0: float) -> tuple[int, int]:
     samples = bytes_ = 0
-    bar = tqdm(total=sum(len(j.frames) for j in todo), desc=f"shards {coll.name}", unit="sample",
+    bar = tqdm(total=sum(len(j.frames) for j in todo), desc=f"shards {name}", unit="sample",
                disable=not progress or not todo, smoothing=0.1)
     args = [(str(root), config.name, str(set_dir), j) for j in todo]
     try:
         if workers > 1 and len(todo) > 1:
             with process_pool(workers) as pool:
                 futures = [pool.submit(_write_shard_task, a) for a in args]
-                for fut in as_completed(futures):
-                    _, count, size = fut.result()
-                    samples, bytes_ = samples + count, bytes_ + size
-                    bar.update(count)
-                    bar.set_postfix(MB_s=f"{bytes_ / 1e6 / (time.perf_counter() - t0):.1f}", refresh=False)
+                try:
+                    for fut in as_completed(futures):
+                        _, count, size = fut.result()
+                        samples, bytes_ = samples + count, bytes_ + size
+                        bar.update(count)
+                        bar.set_postfix(MB_s=f"{bytes_ / 1e6 / (time.perf_counter() - t0):.1f}", refresh=False)
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
         else:
             for a in args:
                 _, count, size = _write_shard_task(a)
@@ -268,22 +431,33 @@ def build_shard_set(root: str | Path, collection: str = "full_pretrain", *, work
                 bar.set_postfix(MB_s=f"{bytes_ / 1e6 / (time.perf_counter() - t0):.1f}", refresh=False)
     finally:
         bar.close()
-    if merge:
-        merge_shard_set(root, set_dir, config)
-    return BuildReport(set_dir, len(jobs), len(todo), len(jobs) - len(todo), samples, bytes_,
-                       time.perf_counter() - t0, workers, merge)
+    return samples, bytes_
 
 
-def _remove_orphans(set_dir: Path, jobs: list[ShardJob]) -> None:
+def _remove_orphans(set_dir: Path, jobs: list[ShardJob]) -> int:
     """Delete shards (and their index/sidecar) left by an earlier build with another assignment."""
     wanted = {Path(j.path).with_suffix("").as_posix() for j in jobs}
+    removed = 0
     for d in {Path(j.path).parent for j in jobs}:
         for f in (set_dir / d).iterdir():
             if f.suffix in (".tar", ".idx", ".json") and (d / f.stem).as_posix() not in wanted:
                 f.unlink()
+                removed += f.suffix == ".tar"
+    if removed:
+        log.warning("%s: removed %d shards of an earlier build with another assignment", set_dir, removed)
+    return removed
 
 
-def merge_shard_set(root: str | Path, set_dir: str | Path, config: DatasetConfig | None = None) -> Path:
+def route_fingerprints(routes, sources) -> dict[str, str]:
+    """route -> xxh3-64 over the source digests of its samples in the set (what ``check_routes="full"`` compares)."""
+    hashes: dict[str, xxhash.xxh3_64] = {}
+    for route, digest in zip(routes, sources, strict=True):
+        hashes.setdefault(str(route), xxhash.xxh3_64()).update(f"{digest};".encode())
+    return {r: h.hexdigest() for r, h in sorted(hashes.items())}
+
+
+def merge_shard_set(root: str | Path, set_dir: str | Path, config: DatasetConfig | None = None,
+                    _verified: bool = False) -> Path:
     """Write the set's catalog and manifest from the shards' sidecars (every shard must be complete).
 
     Raises:
@@ -291,12 +465,19 @@ def merge_shard_set(root: str | Path, set_dir: str | Path, config: DatasetConfig
     """
     root, set_dir = Path(root), Path(set_dir)
     config = config or dataset_config_for_root(root)
+    with file_lock(set_dir / LOCK_NAME, f"shard set {set_dir} (a build or merge)"):
+        for name in ("manifest.json", "catalog.zarr"):
+            remove_stale_temps(set_dir / name)
+        return _merge(root, set_dir, config, _verified)
+
+
+def _merge(root: Path, set_dir: Path, config: DatasetConfig, verified: bool) -> Path:
     if not (set_dir / "assignment.json").exists():
         raise FileNotFoundError(f"cannot merge {set_dir}: it has no assignment.json, so no part of it was written; "
                                 f"run the --part i/N builds first (or build without --part)")
     assignment = json.loads((set_dir / "assignment.json").read_text())
     jobs = _jobs(assignment)
-    missing = [j for j in jobs if not shard_is_complete(set_dir, j)]
+    missing = [] if verified else [j for j in jobs if not shard_is_complete(set_dir, j)]
     if missing:
         raise ValueError(f"cannot merge {set_dir}: {len(missing)} of {len(jobs)} shards are not complete "
                          f"(first: {missing[0].path}); run the parts that write them (shard k belongs to "
@@ -313,8 +494,9 @@ def merge_shard_set(root: str | Path, set_dir: str | Path, config: DatasetConfig
     columns["sample_xxh3_64"] = np.array([h for s in sidecars for h in s["sample_xxh3_64"]], dtype=object)
     columns["member_offset"] = np.array([o for s in sidecars for o in s["offsets"]], np.int64)
     columns["member_size"] = np.array([z for s in sidecars for z in s["sizes"]], np.int32)
+    columns["member_xxh3_64"] = np.array([h for s in sidecars for h in s["member_xxh3_64"]], np.uint64)
     routes = sorted(set(columns["route"]))
-    fingerprints = {r: route_fingerprint(root / r) for r in routes}
+    fingerprints = route_fingerprints(columns["route"], [d for s in sidecars for d in s["sources"]])
     route_rows: dict[str, list[int]] = {}
     for k, r in enumerate(columns["route"]):
         route_rows.setdefault(str(r), []).append(k)
@@ -327,7 +509,9 @@ def merge_shard_set(root: str | Path, set_dir: str | Path, config: DatasetConfig
     attrs = {"format": "leadio-catalog", "version": 1, "kind": "shard-set", "members": members,
              "dataset_config": config.name, "num_rows": len(rows)}
     write_catalog(set_dir / "catalog.zarr", Catalog(columns, route_table, attrs))
-    coll = BucketCollection.load(root / assignment["bucket_file"])
+    skipped = assignment.get("skipped_routes", {})
+    skipped.update(base.attrs.get("skipped_routes") or {})
+    coll = _without_routes(BucketCollection.load(root / assignment["bucket_file"]), skipped)
     manifest = {
         "format": MANIFEST_FORMAT, "version": MANIFEST_VERSION,
         "pipeline": {"version": PIPELINE_VERSION, "hash": pipeline_hash(config), "params": pipeline_params(config)},
@@ -336,6 +520,7 @@ def merge_shard_set(root: str | Path, set_dir: str | Path, config: DatasetConfig
                        "routes": coll.routes},
         "collection_buckets": coll.to_json(),
         "routes": fingerprints,
+        "skipped_routes": skipped,
         "members": members,
         "samples_per_shard": assignment["samples_per_shard"],
         "num_samples": int(len(rows)),

@@ -88,7 +88,10 @@ def _check_shard(ss: ShardSet, shard: int, rows: np.ndarray, deep: bool) -> list
                 problems.append(f"shard {entry['path']}, sample {key}: data missing past the end of the file")
                 continue
             if h.hexdigest() != ss.catalog["sample_xxh3_64"][row]:
-                problems.append(f"shard {entry['path']}, sample {key}: content differs from its recorded hash")
+                bad = [m for c, m in enumerate(members) if "member_xxh3_64" in ss.catalog.columns and
+                       xxhash.xxh3_64_intdigest(blobs[m]) != int(ss.catalog["member_xxh3_64"][row, c])]
+                problems.append(f"shard {entry['path']}, sample {key}: content differs from its recorded hash"
+                                + (f" (member {', '.join(bad)})" if bad else ""))
                 continue
             if deep:
                 for m, data in blobs.items():
@@ -120,4 +123,10 @@ def verify_shard_set(ss: ShardSet, deep: bool = False, progress: bool = True) ->
         report.problems += _check_shard(ss, shard, rows, deep)
         report.shards_checked += 1
         report.samples_checked += len(rows)
+    unlisted = len(ss.catalog) - report.samples_checked
+    if unlisted or ss.manifest.get("num_samples", len(ss.catalog)) != len(ss.catalog):
+        report.problems.append(f"manifest lists {len(ss.manifest['shards'])} shards holding {report.samples_checked}"
+                               f" of the catalog's {len(ss.catalog)} samples (manifest num_samples "
+                               f"{ss.manifest.get('num_samples')}): the manifest is damaged; rerun "
+                               f"`python -m leadio.shard` for this collection (it rewrites the manifest)")
     return report

@@ -1,0 +1,124 @@
+"""Content digests of raw route files, with an mtime+size fast path: what "this file changed" means in leadio.
+
+A file's identity is the xxh3-64 of its bytes. Hashing every file on every check would read the whole dataset,
+so each route keeps a stamp cache, ``<root>/.leadio/stamps/<data/Scenario/Route>.json``: file name -> (size,
+mtime_ns, digest). A file whose size and mtime equal its stamp is taken to be unchanged (the rule make and
+rsync use); any other file is hashed again. So:
+
+- an edit of any size is found (its mtime moved), and a content hash decides whether it matters;
+- a root copied elsewhere (new mtimes, or no stamp cache at all) is re-hashed once and stays valid: digests do
+  not depend on where or when the files were written;
+- the cache is only an accelerator: deleting it costs one re-hash, never a wrong answer. A stamp is recorded
+  only when the file's (size, mtime) were the same before and after it was hashed, so a file rewritten while
+  being hashed is never recorded under its new time with its old content.
+
+Concurrent writers of one route's cache (parallel shard workers) each write a complete file atomically; one
+wins and the other's new stamps are simply re-hashed later. A read-only root works without a cache.
+
+The *source digest* of a frame (`frame_digest`) combines the digests of the files its sample is made from;
+shard sidecars record it per sample at build time, which is how a rerun finds shards built from files that
+changed since, and how ``open_shard_set(check_routes="full")`` compares a set with the disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import xxhash
+
+from leadio._io import atomic_write_bytes
+from leadio.format import FRAME_FOLDERS
+
+__all__ = ["STAMP_DIR", "RouteStamps", "file_digest", "frame_digest", "frame_files"]
+
+log = logging.getLogger(__name__)
+STAMP_DIR = ".leadio/stamps"
+MISSING = "missing"
+
+
+def file_digest(path: str | Path) -> str:
+    """xxh3-64 hex of a file's bytes (streamed)."""
+    h = xxhash.xxh3_64()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def frame_files(frame: int) -> list[str]:
+    """The files (relative to the route) one frame's sample is made from, in a fixed order."""
+    return [f"{folder}/{frame:04d}.{ext}" for folder, ext in sorted(FRAME_FOLDERS.items())]
+
+
+class RouteStamps:
+    """The stamp cache of one route (see the module docstring); use as a context manager to save it.
+
+    Args:
+        root: the dataset root.
+        route: the route's ``data/<Scenario>/<Route>`` path relative to ``root``.
+    """
+
+    def __init__(self, root: str | Path, route: str):
+        self.root, self.route = Path(root), route
+        self.dir = self.root / route
+        self.cache = self.root / STAMP_DIR / f"{route}.json"
+        self.entries: dict[str, list] = {}
+        self._new: dict[str, list] = {}
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads(self.cache.read_text())
+            if isinstance(data, dict):
+                self.entries = {k: v for k, v in data.items() if isinstance(v, list) and len(v) == 3}
+
+    def digest(self, name: str) -> str:
+        """Digest of ``<route>/<name>`` (``"missing"`` when absent), from the cache when its stamp still fits."""
+        path = self.dir / name
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return MISSING
+        entry = self.entries.get(name)
+        if entry is not None and entry[0] == st.st_size and entry[1] == st.st_mtime_ns:
+            return entry[2]
+        try:
+            digest = file_digest(path)
+            after = os.stat(path)
+        except FileNotFoundError:
+            return MISSING
+        if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+            self.entries[name] = self._new[name] = [st.st_size, st.st_mtime_ns, digest]
+        return digest
+
+    def frame_digest(self, frame: int) -> str:
+        return frame_digest(self, frame)
+
+    def save(self) -> None:
+        """Write the stamps learnt since loading (merged with what is on disk now); errors are only logged."""
+        if not self._new:
+            return
+        try:
+            with contextlib.suppress(OSError, ValueError):
+                on_disk = json.loads(self.cache.read_text())
+                if isinstance(on_disk, dict):
+                    self.entries = {**on_disk, **self.entries}
+            atomic_write_bytes(self.cache, json.dumps(self.entries, sort_keys=True, separators=(",", ":")).encode())
+            self._new = {}
+        except OSError as e:
+            log.debug("stamp cache %s not written (%s); files will be hashed again next time", self.cache, e)
+
+    def __enter__(self) -> RouteStamps:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.save()
+
+
+def frame_digest(stamps: RouteStamps, frame: int) -> str:
+    """xxh3-64 hex over the names and digests of a frame's files (`frame_files`)."""
+    h = xxhash.xxh3_64()
+    for name in frame_files(frame):
+        h.update(f"{name}:{stamps.digest(name)};".encode())
+    return h.hexdigest()
