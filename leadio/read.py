@@ -63,6 +63,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from leadio._io import writing
+
 __all__ = ["CacheStats", "ReadError", "SessionCache", "fetch_file", "read_range", "read_ranges", "read_small",
            "resolve"]
 
@@ -511,7 +513,8 @@ class SessionCache:
             with f:
                 if self._before_download is not None:
                     self._before_download(tmp)
-                write(f)
+                with writing(path):
+                    write(f)
                 f.flush()
                 os.fsync(f.fileno())
             with _flock(self.directory / ".lock"):  # renames under the lock keep scans from missing the file

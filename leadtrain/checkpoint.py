@@ -95,10 +95,14 @@ def load_model_file(model: torch.nn.Module, path: Path, what: str = "load_file")
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temp name beside ``path``, then rename."""
+    """torch.save to a temp name beside ``path``, then rename (a killed save's temp is removed first)."""
+    from leadio._io import remove_stale_temps, writing
+
+    remove_stale_temps(path)
     tmp = temp_sibling(path)
     try:
-        torch.save(obj, tmp)
+        with writing(path):
+            torch.save(obj, tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -167,11 +171,15 @@ def set_aside_previous_run(logdir: Path) -> list[str]:
 
 def save_resume_state(logdir: Path, state: dict[str, Any]) -> None:
     """Replace ``logdir/resume`` with ``state`` (one torch file), atomically."""
+    from leadio._io import remove_stale_temps, writing
+
     final = logdir / "resume"
+    remove_stale_temps(final)  # a killed save's temp folder (only the main process writes the logdir)
     tmp = temp_sibling(final)
     tmp.mkdir(parents=True)
     try:
-        torch.save(state, tmp / "state.pth")
+        with writing(final / "state.pth"):
+            torch.save(state, tmp / "state.pth")
         replace_dir(tmp, final)
     finally:
         if tmp.exists():

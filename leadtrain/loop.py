@@ -190,7 +190,8 @@ def run(cfg: TrainingConfig) -> RunResult:
         if not cfg.continue_failed_training and (moved := set_aside_previous_run(logdir)):
             log.warning("fresh run in %s: moved the previous run's %d files (%s) to %s", logdir, len(moved),
                         ", ".join(moved[:4]) + (", ..." if len(moved) > 4 else ""), logdir / "previous_run")
-        cfg.save(logdir)
+        if not cfg.continue_failed_training:  # a resume writes its config only once the resume is accepted
+            cfg.save(logdir)
     set_seed(cfg.seed)
 
     root = Path(cfg.root)
@@ -249,7 +250,9 @@ def run(cfg: TrainingConfig) -> RunResult:
         loader.load_state_dict(resume["loader"])
         start_epoch, step_in_epoch, skipped = resume["epoch"], resume["step_in_epoch"], resume["skipped"]
         log.info("continuing from %s: epoch %d, step %d", logdir / "resume", start_epoch, step_in_epoch)
-    elif cfg.continue_failed_training and start_epoch > 0:
+    if cfg.continue_failed_training and main:  # a refused resume (above) leaves the logdir's config.json intact
+        cfg.save(logdir)
+    if resume is None and cfg.continue_failed_training and start_epoch > 0:
         e = start_epoch - 1
         optimizer.load_state_dict(torch.load(logdir / f"optimizer_{e:04d}.pth", weights_only=True))
         scheduler.load_state_dict(torch.load(logdir / f"scheduler_{e:04d}.pth", weights_only=True))

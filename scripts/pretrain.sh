@@ -15,5 +15,13 @@ if [ ! -d "$ROOT/data" ]; then
     exit 2
 fi
 SIZE=$("$PY" -c "import torch; print('reference' if torch.cuda.is_available() else 'tiny')")
+ARGS=(root="$ROOT" logdir=outputs/local_training/pretrain model_size="$SIZE" "$@")
+# Check the key=value arguments before the (long) shard build; an existing set keeps its shard size.
+"$PY" -c 'import sys
+from leadtrain.config import ConfigError, TrainingConfig
+try:
+    TrainingConfig.from_cli(sys.argv[1:])
+except ConfigError as e:
+    sys.exit(f"error: {e}")' "${ARGS[@]}"
 "$PY" -m leadio.shard --root "$ROOT" --collection full_pretrain --quiet
-exec "$PY" "$REPO/leadtrain/pretrain.py" root="$ROOT" logdir=outputs/local_training/pretrain model_size="$SIZE" "$@"
+exec "$PY" "$REPO/leadtrain/pretrain.py" "${ARGS[@]}"
