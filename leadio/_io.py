@@ -106,9 +106,10 @@ def file_lock(path: str | Path, what: str, *, shared: bool = False, wait: bool =
             log.warning("waiting for %s: in use (%s; lock file %s)", what, holder, path)
             fcntl.flock(fd, mode)
         if not shared:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}".encode(),
-                      0)
+            with contextlib.suppress(OSError):  # who holds it is only a courtesy (and a full disk must not fail here)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}"
+                          .encode(), 0)
         yield
     finally:
         os.close(fd)  # the only fd of this open file description: closing it releases the lock
@@ -135,14 +136,35 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _exchange(a: str | Path, b: str | Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where that is not available."""
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
 def replace_dir(tmp_dir: str | Path, final_dir: str | Path) -> None:
     """Move a completely written ``tmp_dir`` to ``final_dir``, replacing what was there.
 
-    A directory cannot be renamed over a non-empty one, so the old one is first renamed aside and deleted
-    after the swap; a crash in between leaves either the old or the new directory plus hidden leftovers that
-    the next writer ignores.
+    A directory cannot be renamed over a non-empty one. On Linux the two are swapped atomically
+    (``renameat2(RENAME_EXCHANGE)``) and the old one, now under the temp name, is deleted: readers always see a
+    complete directory. Elsewhere the old one is first renamed aside and deleted after the rename; a crash in
+    between leaves no directory under ``final_dir`` (the next writer removes the leftovers).
     """
     final_dir = Path(final_dir)
+    if final_dir.exists() and _exchange(tmp_dir, final_dir):
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        return
     old = None
     if final_dir.exists():
         old = temp_sibling(final_dir)

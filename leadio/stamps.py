@@ -12,8 +12,8 @@ rsync use); any other file is hashed again. So:
   only when the file's (size, mtime) were the same before and after it was hashed, so a file rewritten while
   being hashed is never recorded under its new time with its old content.
 
-Concurrent writers of one route's cache (parallel shard workers) each write a complete file atomically; one
-wins and the other's new stamps are simply re-hashed later. A read-only root works without a cache.
+Writers of one route's cache (parallel shard workers) take its lock, merge with what is on disk and replace
+it atomically (removing a killed writer's temp). A read-only root works without a cache.
 
 The *source digest* of a frame (`frame_digest`) combines the digests of the files its sample is made from;
 shard sidecars record it per sample at build time, which is how a rerun finds shards built from files that
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import xxhash
 
-from leadio._io import atomic_write_bytes
+from leadio._io import atomic_write_bytes, file_lock, remove_stale_temps
 from leadio.format import FRAME_FOLDERS
 
 __all__ = ["STAMP_DIR", "RouteStamps", "file_digest", "frame_digest", "frame_files"]
@@ -100,11 +100,14 @@ class RouteStamps:
         if not self._new:
             return
         try:
-            with contextlib.suppress(OSError, ValueError):
-                on_disk = json.loads(self.cache.read_text())
-                if isinstance(on_disk, dict):
-                    self.entries = {**on_disk, **self.entries}
-            atomic_write_bytes(self.cache, json.dumps(self.entries, sort_keys=True, separators=(",", ":")).encode())
+            self.cache.parent.mkdir(parents=True, exist_ok=True)
+            with file_lock(self.cache.with_name(f".{self.cache.name}.lock"), f"stamp cache {self.cache}"):
+                remove_stale_temps(self.cache)  # of a killed writer
+                with contextlib.suppress(OSError, ValueError):
+                    on_disk = json.loads(self.cache.read_text())
+                    if isinstance(on_disk, dict):
+                        self.entries = {**on_disk, **self.entries}
+                atomic_write_bytes(self.cache, json.dumps(self.entries, sort_keys=True, separators=(",", ":")).encode())
             self._new = {}
         except OSError as e:
             log.debug("stamp cache %s not written (%s); files will be hashed again next time", self.cache, e)
