@@ -7,6 +7,9 @@ passes buffers it reuses, `decode_batch` allocates fresh ones (random access, be
 
 from __future__ import annotations
 
+import ctypes
+import sys
+
 import lz4.block
 import numpy as np
 import simplejpeg
@@ -21,6 +24,23 @@ __all__ = ["RawBatch", "batch_views", "decode_batch", "decode_into", "inflate_me
 #: member name -> list of per-sample bytes, plus "row" and "view" int arrays
 RawBatch = dict
 _TORCH_DTYPE = {"uint8": torch.uint8, "float16": torch.float16, "float32": torch.float32, "int64": torch.int64}
+
+
+def _lz4_into():
+    """``LZ4_decompress_safe(src, dst, src_size, dst_capacity)`` from python-lz4's own extension, called through
+    ctypes, which releases the GIL: the block is inflated straight into the batch buffer. (``lz4.block``
+    inflates into a temporary and copies it into a new bytes object while holding the GIL.) None when the
+    symbol is not exported; `inflate_member` is used then."""
+    try:
+        fn = ctypes.CDLL(lz4.block._block.__file__).LZ4_decompress_safe
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = (ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return fn
+
+
+_LZ4_INTO = _lz4_into()
+_LITTLE = sys.byteorder == "little"  # stored members are little-endian: a byte copy is exact
 
 
 def torch_dtype(dtype: str) -> torch.dtype:
@@ -64,6 +84,9 @@ def decode_into(raw: RawBatch, members: dict[str, Member], buffers: dict[str, np
     failures = {} if failures is None else failures
     for name, member in members.items():
         view = buffers[name]
+        nbytes, native = member.nbytes, _LZ4_INTO is not None and view.flags.c_contiguous and _LITTLE
+        flat = view.reshape(len(view), -1).view(np.uint8) if native else None  # (B, nbytes) bytes of each slot
+        address, stride = (flat.ctypes.data, flat.strides[0]) if native else (0, 0)
         for i, data in enumerate(raw[name]):
             if i in failures:
                 continue
@@ -72,8 +95,17 @@ def decode_into(raw: RawBatch, members: dict[str, Member], buffers: dict[str, np
                     image = simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=view[i])
                     if image.shape != member.shape:
                         raise ValueError(f"JPEG decodes to {image.shape}, expected {member.shape}")
-                else:
+                elif not native:
                     inflate_member(member, data, out=view[i])
+                elif member.encoding == "lz4":  # straight into the slot, the GIL released, no temporary
+                    got = _LZ4_INTO(bytes(data), address + i * stride, len(data), nbytes)
+                    if got != nbytes:
+                        raise ValueError(f"lz4 block inflates to {got if got >= 0 else 'an error'}, expected "
+                                         f"{nbytes} bytes")
+                elif len(data) != nbytes:
+                    raise ValueError(f"member {member.name}: {len(data)} bytes, expected {nbytes}")
+                else:
+                    flat[i] = np.frombuffer(data, np.uint8)
             except (ValueError, RuntimeError, lz4.block.LZ4BlockError) as e:
                 failures[i] = f"member {name} does not decode ({type(e).__name__}: {e})"
     for i in failures:
