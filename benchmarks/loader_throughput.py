@@ -623,63 +623,61 @@ def _cpu_model() -> str:
 
 def _step_times(bench: Bench, rounds: int = 3) -> dict[str, float]:
     """In-process line timing, ms per sample: the reads a leadio worker does (`ShardSet.read_member_bytes` of
-    every member), `decode_batch` into private memory, and its JPEG share."""
+    every member), `decode_into` a reused buffer, and its JPEG share; CPU time of this thread (a busy machine
+    slows the wall clock, not this)."""
     ss, b = bench.shard_set, bench.batch_size
     members = members_for_keys(DEFAULT_KEYS, ss.layout)
     jpeg = {k: m for k, m in members.items() if m.encoding == "jpeg"}
     totals = dict.fromkeys(("read", "decode", "decode_jpeg"), 0.0)
+    buffers = {n: np.empty((b, *m.shape), m.dtype) for n, m in members.items()}  # reused, as the engine's ring
     for r in range(rounds + 1):  # round 0 warms up
         for a in range(0, len(bench.samples), b):
             rows = bench.rows[a:a + b]
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             raw: dict[str, Any] = {n: [ss.read_member_bytes(i, member_name(m, "normal")) for i in rows]
                                    for n, m in members.items()}
             raw["row"], raw["view"] = np.array(rows), np.zeros(len(rows), np.uint8)
-            t1 = time.perf_counter()
-            decode_batch(raw, members)
-            t2 = time.perf_counter()
-            decode_batch(raw, jpeg)
-            t3 = time.perf_counter()
+            t1 = time.thread_time()
+            decode_into(raw, members, buffers)
+            t2 = time.thread_time()
+            decode_into(raw, jpeg, buffers)
+            t3 = time.thread_time()
             if r:
                 for k, dt in (("read", t1 - t0), ("decode", t2 - t1), ("decode_jpeg", t3 - t2)):
                     totals[k] += dt
     return {k: v / (rounds * len(bench.samples)) * 1e3 for k, v in totals.items()}
 
 
-def _loader_cpu(bench: Bench) -> dict[str, float]:
-    """CPU of a real leadio cpu pass with one worker, ms per sample: the worker process (all its threads, the
-    queue feeder that sends batches included) and the main process; and the pass's wall time."""
-    row = make_row(bench, BASELINE, 1)
+def _loader_cpu(bench: Bench, workers: int) -> dict[str, float]:
+    """CPU of a real leadio cpu pass with ``workers`` decode threads, ms per sample: the whole process (decode
+    threads and the iterating thread); and the pass's wall time."""
+    row = make_row(bench, BASELINE, workers)
     try:
-        row.run_pass()  # warm-up: the worker starts
-
-        def cpu(procs: list[psutil.Process]) -> float:
-            return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
-
-        workers, main = [psutil.Process(pid) for pid in row.worker_pids()], [psutil.Process()]
-        w0, m0 = cpu(workers), cpu(main)
+        row.run_pass()  # warm-up: the threads start, the ring fills
+        proc = psutil.Process()
+        t0 = sum(proc.cpu_times()[:2])
         seconds, _ = row.run_pass()
-        w1, m1 = cpu(workers), cpu(main)
+        t1 = sum(proc.cpu_times()[:2])
     finally:
         row.close()
     n = len(bench.samples)
-    return {"wall": seconds / n * 1e3, "worker": (w1 - w0) / n * 1e3, "main": (m1 - m0) / n * 1e3}
+    return {"wall": seconds / n * 1e3, "process": (t1 - t0) / n * 1e3}
 
 
-def profile_leadio(bench: Bench, out_dir: Path, top: int = 20) -> str:
-    """Where leadio cpu's time goes (warm page cache): the worker's CPU per sample split into read, decode and
-    the rest (handing the decoded batch to the main process: shared memory, pickling, the queue), the main
-    process's CPU, then cProfile of leadio cpu in one process (0 workers: no hand-off). Writes the .pstats."""
-    steps, cpu = _step_times(bench), _loader_cpu(bench)
-    rest = cpu["worker"] - steps["read"] - steps["decode"]
-    lines = [f"leadio cpu, 1 worker, warm page cache, {len(bench.samples)} samples, batch {bench.batch_size} "
-             f"(ms per sample; wall {cpu['wall']:.3f} ms = {1e3 / cpu['wall']:.0f} samples/s):",
-             f"  worker CPU {cpu['worker']:6.3f} ms"]
-    for k, v in (("read", steps["read"]), ("decode", steps["decode"]), ("hand-off + loop", rest)):
-        lines.append(f"    {k:15s} {v:6.3f} ms  {v / cpu['worker']:5.1%}")
-    lines += [f"    (decode: JPEG {steps['decode_jpeg']:.3f} ms of it; read and decode timed in-process, the rest is "
-              f"the worker's CPU minus both)",
-              f"  main CPU   {cpu['main']:6.3f} ms  (receiving batches)"]
+def profile_leadio(bench: Bench, out_dir: Path, top: int = 20, workers: int = 2) -> str:
+    """Where leadio cpu's time goes (warm page cache): the process's CPU per sample with ``workers`` decode
+    threads, split into read, decode (both timed in one thread, into a reused buffer) and the rest (the engine:
+    batch views, the ring, handing batches between threads, the iteration), then cProfile of leadio cpu in one
+    thread (0 workers). Writes the .pstats. For a per-thread view with the GIL, run py-spy (README)."""
+    steps, cpu = _step_times(bench), _loader_cpu(bench, workers)
+    rest = cpu["process"] - steps["read"] - steps["decode"]
+    lines = [f"leadio cpu, {workers} decode threads, warm page cache, {len(bench.samples)} samples, batch "
+             f"{bench.batch_size} (ms per sample; wall {cpu['wall']:.3f} ms = {1e3 / cpu['wall']:.0f} samples/s):",
+             f"  process CPU {cpu['process']:6.3f} ms"]
+    for k, v in (("read", steps["read"]), ("decode", steps["decode"]), ("engine + loop", rest)):
+        lines.append(f"    {k:15s} {v:6.3f} ms  {v / cpu['process']:5.1%}")
+    lines += [f"    (decode: JPEG {steps['decode_jpeg']:.3f} ms of it; read and decode timed in one thread, the rest "
+              f"is the process's CPU minus both)"]
     row = make_row(bench, BASELINE, 0)
     try:
         row.run_pass()
