@@ -61,9 +61,12 @@ def writing(path: str | Path) -> Iterator[None]:
         yield
     except DiskFullError:
         raise
-    except OSError as e:
-        if e.errno in _FULL:
-            raise DiskFullError(e.errno, path, e.strerror or "") from e
+    except (OSError, RuntimeError) as e:  # torch.save wraps the OSError of a file object in a RuntimeError
+        cause: BaseException | None = e
+        while cause is not None and not (isinstance(cause, OSError) and cause.errno in _FULL):
+            cause = cause.__context__
+        if isinstance(cause, OSError):
+            raise DiskFullError(cause.errno, path, cause.strerror or "") from e
         raise
 
 

@@ -101,8 +101,8 @@ def save_atomic(obj: Any, path: Path) -> None:
     remove_stale_temps(path)
     tmp = temp_sibling(path)
     try:
-        with writing(path):
-            torch.save(obj, tmp)
+        with writing(path), open(tmp, "wb") as f:  # a file object: a full disk surfaces as ENOSPC
+            torch.save(obj, f)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -178,8 +178,8 @@ def save_resume_state(logdir: Path, state: dict[str, Any]) -> None:
     tmp = temp_sibling(final)
     tmp.mkdir(parents=True)
     try:
-        with writing(final / "state.pth"):
-            torch.save(state, tmp / "state.pth")
+        with writing(final / "state.pth"), open(tmp / "state.pth", "wb") as f:
+            torch.save(state, f)
         replace_dir(tmp, final)
     finally:
         if tmp.exists():
