@@ -74,12 +74,13 @@ elif point == "torch_save":
     real_save = torch.save
 
     def save(obj, f, *a, **k):
-        if fnmatch.fnmatch(str(f), pattern):
+        name = getattr(f, "name", f)
+        if fnmatch.fnmatch(str(name), pattern):
             import io
 
             buf = io.BytesIO()
             real_save(obj, buf, *a, **k)
-            with open(f, "wb") as out:
+            with open(name, "wb") as out:
                 out.write(buf.getvalue()[: len(buf.getvalue()) // 2])
             die_at_nth()
         return real_save(obj, f, *a, **k)
