@@ -68,8 +68,8 @@ class TrainingConfig:
     seed: int = 0
     mixed_precision: str = "auto"                    # auto (bf16 where supported, else no) | bf16 | fp16 | no
     max_steps_per_epoch: int = 0                     # 0 = the whole epoch (a cap for smoke runs)
-    compile: bool = False                            # torch.compile the model (CUDA only)
-    channel_last: bool = False                       # channels_last inputs for the TFv6 encoders
+    compile: bool = False                            # torch.compile the model (inductor; any device)
+    channel_last: bool = False                       # channels_last weights (and TFv6 encoder inputs)
     # model
     model: str = "auto"                              # tfv6 | leadtrain; auto: leadtrain for model_size tiny/small
     model_size: str = "reference"                    # leadtrain presets: tiny | small | reference

@@ -5,7 +5,9 @@
 of every epoch from leadio (equal batch counts on every rank, so DDP never hangs); the loader is not wrapped
 by Accelerate. Checkpoints follow LEAD's layout (`leadtrain.checkpoint`); ``continue_failed_training=true``
 continues from ``<logdir>/resume`` (model, optimizer, scheduler, scaler, RNG and the data stream's position),
-so a killed run ends with the same weights as an uninterrupted one.
+so a killed run ends with the same weights as an uninterrupted one. ``channel_last=true`` puts the weights in
+channels_last memory format, ``compile=true`` wraps the prepared model in ``torch.compile`` (checkpoints keep the
+plain names either way).
 
 Logged every ``log_scalars_frequency`` steps on rank 0 (TensorBoard, W&B when enabled): every loss, the
 learning rate, samples/s, the data stall (share of step time spent waiting for the next batch) and memory.
@@ -57,6 +59,31 @@ def build_model(cfg: TrainingConfig) -> torch.nn.Module:
     from leadtrain.model import ModelConfig, TransFuser
 
     return TransFuser(ModelConfig.preset(cfg.model_size, use_planner=cfg.use_planning_decoder))
+
+
+def to_channels_last(cfg: TrainingConfig, model: torch.nn.Module) -> torch.nn.Module:
+    """``channel_last=true``: the model's weights in channels_last memory format (the reference's
+    ``model.to(memory_format=torch.channels_last)``), and TFv6's encoder inputs too; else ``model`` unchanged."""
+    if not cfg.channel_last:
+        return model
+    model = model.to(memory_format=torch.channels_last)
+    if cfg.model == "tfv6":
+        model.backbone.channels_last = True
+    log.info("channel_last=true: weights and encoder inputs in channels_last memory format")
+    return model
+
+
+def compiled(cfg: TrainingConfig, model: torch.nn.Module) -> torch.nn.Module:
+    """``compile=true``: ``torch.compile`` (inductor, default mode) of the prepared (possibly DDP) model, last,
+    as Accelerate does; the weights stay reachable with ``unwrap_model(..., keep_torch_compile=False)``.
+
+    The reference asks for ``mode="max-autotune", fullgraph=True`` (and then trains the uncompiled module: it
+    rebinds a local name); this keeps the default mode (minutes less compile time) and allows graph breaks, so an
+    op dynamo cannot trace costs speed, not the run."""
+    if not cfg.compile:
+        return model
+    log.info("compile=true: torch.compile (inductor); the first steps include the compile time")
+    return torch.compile(model)
 
 
 def _loss_weights(cfg: TrainingConfig) -> dict[str, float]:
@@ -219,6 +246,7 @@ def run(cfg: TrainingConfig) -> RunResult:
                 _load_model_file(model, latest[1], "continue_failed_training")
     elif cfg.load_file:
         _load_model_file(model, Path(cfg.load_file), "load_file")  # post-training: the planner is new
+    model = to_channels_last(cfg, model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=True,
                                   fused=torch.cuda.is_available() or None)
 
@@ -232,6 +260,7 @@ def run(cfg: TrainingConfig) -> RunResult:
                          f"process per epoch: lower batch_size or add data")
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=steps_per_epoch, T_mult=2)
     model, optimizer = accelerator.prepare(model, optimizer)
+    model = compiled(cfg, model)
     skipped = 0
     step_in_epoch = 0
     if resume is not None:
@@ -239,7 +268,7 @@ def run(cfg: TrainingConfig) -> RunResult:
             e = resume["weights_from_epoch"]
             resume.update({n: torch.load(logdir / f"{n}_{e:04d}.pth", map_location="cpu", weights_only=True)
                            for n in ("model", "optimizer", "scheduler", "scaler")})
-        accelerator.unwrap_model(model).load_state_dict(resume["model"])
+        accelerator.unwrap_model(model, keep_torch_compile=False).load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         if accelerator.scaler is not None and resume.get("scaler"):
@@ -265,14 +294,14 @@ def run(cfg: TrainingConfig) -> RunResult:
     viz_dir = Path(cfg.viz_dir)
     phase = "posttrain" if planning else "pretrain"
     weights = _loss_weights(cfg)
-    core = accelerator.unwrap_model(model)
+    core = accelerator.unwrap_model(model, keep_torch_compile=False)
     n_params = sum(p.numel() for p in core.parameters() if p.requires_grad)
     epoch_times, stall_total, step_total = [], 0.0, 0.0
     global_step = start_epoch * steps_per_epoch + step_in_epoch
     last_losses: dict[str, float] = {}
 
     def states() -> dict:
-        return {"model": accelerator.unwrap_model(model).state_dict(),
+        return {"model": accelerator.unwrap_model(model, keep_torch_compile=False).state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else {}}
 
@@ -366,7 +395,7 @@ def run(cfg: TrainingConfig) -> RunResult:
                 window_stall = window_time = 0.0
                 window_samples = 0
             if main and cfg.visualize_training and (global_step % cfg.log_images_frequency == 0 or not viz_done):
-                image = render_sample(batch, pred)
+                image = render_sample(batch, pred, epoch=epoch, step=global_step, losses=last_losses, phase=phase)
                 save_png(image, viz_dir / f"{phase}_e{epoch:04d}_s{global_step:07d}.png")
                 logger.image(f"{phase}/sample", image, global_step)
                 viz_done = True
@@ -385,8 +414,8 @@ def run(cfg: TrainingConfig) -> RunResult:
             log.info("%s epoch %d: %.1fs, loss %.4f, data stall %.1f%%", phase, epoch, epoch_times[-1],
                      last_losses.get("total", math.nan), 100 * stall_total / max(step_total, 1e-9))
     logger.close()
-    _write_rank_summary(logdir, rank, accelerator.unwrap_model(model), global_step, epoch_times,
-                        100 * stall_total / max(step_total, 1e-9))
+    _write_rank_summary(logdir, rank, accelerator.unwrap_model(model, keep_torch_compile=False), global_step,
+                        epoch_times, 100 * stall_total / max(step_total, 1e-9))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return RunResult(logdir, cfg.epochs - start_epoch, global_step, epoch_times,
