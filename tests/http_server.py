@@ -14,10 +14,18 @@ __all__ = ["RangeHandler", "serve_directory"]
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves files with Range support; ``server.mode`` = "range", "ignore_range" (always 200) or "bad_206"."""
+    """Serves files with Range support; ``server.mode`` = "range", "ignore_range" (always 200), "bad_206",
+    "status_500" (every .tar request fails), "flaky_500" (each .tar fails twice, then works) or "corrupt" (a
+    .tar's bytes are damaged in transfer)."""
 
     def do_GET(self) -> None:
         self.server.requests.append(self.path)
+        if self.server.mode in ("status_500", "flaky_500") and self.path.endswith(".tar"):
+            seen = self.server.failures.get(self.path, 0)
+            if self.server.mode == "status_500" or seen < 2:  # flaky: each shard fails twice, then works
+                self.server.failures[self.path] = seen + 1
+                self.send_error(500)
+                return
         path = Path(self.translate_path(self.path))
         if not path.is_file():
             self.send_error(404)
@@ -34,6 +42,10 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
             if self.server.mode == "bad_206":
                 body = body[:-1]
             code, headers = 206, {"Content-Range": f"bytes {a}-{b}/{len(data)}"}
+        if self.server.mode == "corrupt" and self.path.endswith(".tar") and body:
+            body = bytearray(body)
+            body[len(body) // 2] ^= 0x01  # wrong bytes, right length
+            body = bytes(body)
         self.send_response(code)
         for k, v in {**headers, "Content-Length": str(len(body))}.items():
             self.send_header(k, v)
@@ -53,7 +65,7 @@ def serve_directory(root: Path, monkeypatch=None) -> Iterator[tuple[str, http.se
             monkeypatch.delenv(var, raising=False)
         monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(RangeHandler, directory=root))
-    server.mode, server.requests = "range", []
+    server.mode, server.requests, server.failures = "range", [], {}
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
