@@ -8,6 +8,7 @@ passes buffers it reuses, `decode_batch` allocates fresh ones (random access, be
 from __future__ import annotations
 
 import ctypes
+import math
 import sys
 
 import lz4.block
@@ -35,7 +36,7 @@ def _lz4_into():
         fn = ctypes.CDLL(lz4.block._block.__file__).LZ4_decompress_safe
     except (OSError, AttributeError):
         return None
-    fn.argtypes, fn.restype = (ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int), ctypes.c_int
+    fn.argtypes, fn.restype = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int), ctypes.c_int
     return fn
 
 
@@ -66,7 +67,7 @@ def split_targets(records: np.ndarray) -> dict[str, np.ndarray]:
     """(B, T) float32 target records (numpy or torch) -> named arrays (B, *shape), views into ``records``."""
     out, col = {}, 0
     for name, shape in TARGET_FIELDS:
-        n = int(np.prod(shape))
+        n = math.prod(shape)
         out[name] = records[:, col:col + n].reshape((len(records), *shape))
         col += n
     return out
@@ -84,7 +85,8 @@ def decode_into(raw: RawBatch, members: dict[str, Member], buffers: dict[str, np
     failures = {} if failures is None else failures
     for name, member in members.items():
         view = buffers[name]
-        nbytes, native = member.nbytes, _LZ4_INTO is not None and view.flags.c_contiguous and _LITTLE
+        nbytes = math.prod(member.shape) * view.itemsize  # not Member.nbytes: np.prod holds the GIL for ~µs
+        native = _LZ4_INTO is not None and view.flags.c_contiguous and _LITTLE
         flat = view.reshape(len(view), -1).view(np.uint8) if native else None  # (B, nbytes) bytes of each slot
         address, stride = (flat.ctypes.data, flat.strides[0]) if native else (0, 0)
         for i, data in enumerate(raw[name]):
@@ -98,7 +100,8 @@ def decode_into(raw: RawBatch, members: dict[str, Member], buffers: dict[str, np
                 elif not native:
                     inflate_member(member, data, out=view[i])
                 elif member.encoding == "lz4":  # straight into the slot, the GIL released, no temporary
-                    got = _LZ4_INTO(bytes(data), address + i * stride, len(data), nbytes)
+                    src = np.frombuffer(data, np.uint8)  # bytes or a memoryview of the read: no copy
+                    got = _LZ4_INTO(src.ctypes.data, address + i * stride, len(src), nbytes)
                     if got != nbytes:
                         raise ValueError(f"lz4 block inflates to {got if got >= 0 else 'an error'}, expected "
                                          f"{nbytes} bytes")
