@@ -14,6 +14,7 @@ matches the routes on disk, and rebuilds (logging what changed) when routes were
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import inspect
 import json
@@ -170,7 +171,7 @@ def _validate(builder: str, params: dict, source: str) -> tuple[str, dict]:
     known = {k for k, p in signature.items() if p.kind == p.KEYWORD_ONLY} | SPEC_EXTRAS
     unknown = sorted(set(params) - known)
     if unknown:
-        close = {k: [c for c in known if c[:3] == k[:3]] for k in unknown}
+        close = {k: difflib.get_close_matches(k, sorted(known), n=1) for k in unknown}
         hint = "; ".join(f"{k!r} (did you mean {v[0]!r}?)" if v else repr(k) for k, v in close.items())
         raise ValueError(f"collection spec {source}: unknown key(s) {hint}; valid keys: {sorted(known)}")
     required = sorted(k for k, p in signature.items() if p.kind == p.KEYWORD_ONLY and p.default is p.empty
