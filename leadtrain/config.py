@@ -17,6 +17,9 @@ the reference's names (plus leadtrain's own), so the reference agent can build t
 A new phase does not inherit the old one's phase-specific keys: with ``load_file``, ``continue_failed_training``
 is never inherited, and when ``use_planning_decoder`` differs from the inherited value, ``collection`` and
 ``logdir`` go back to the new phase's defaults (``full_posttrain``, ``outputs/local_training/posttrain``).
+``compile`` and ``channel_last`` are never inherited through ``load_file``: the reference writes both as true
+(they are properties), although its ``torch.compile`` result is discarded, so inheriting them would turn on
+minutes of compilation that the reference never ran.
 
 Why not OmegaConf's ``from_dotlist`` (the reference's parser; checked with omegaconf 2.3): it reads each value as
 YAML without knowing the key, so a string key loses its text (``wandb_id=007`` -> 7, ``wandb_id=1e3`` -> 1000.0,
@@ -193,6 +196,10 @@ class TrainingConfig:
                 inherited = _normalise(json.loads(beside.read_text()), str(beside), strict=False)
                 inherited.pop("continue_failed_training", None)  # never inherited from another run
                 inherited.pop("load_file", None)
+                # per-run speed switches, not model semantics: the reference's config.json always says
+                # compile=true, channel_last=true (properties), yet its compile never takes effect
+                inherited.pop("compile", None)
+                inherited.pop("channel_last", None)
                 planning = merged.get("use_planning_decoder", inherited.get("use_planning_decoder", False))
                 if bool(planning) != bool(inherited.get("use_planning_decoder", False)):
                     inherited.pop("collection", None)  # a new phase: its own collection and logdir

@@ -182,7 +182,7 @@ def test_lead_training_config_and_single_entry_point_posttrain(tmp_path):
     pre = tmp_path / "pretrain"
     pre.mkdir()
     (pre / "config.json").write_text(json.dumps({**REFERENCE_STYLE, "collection": "full_pretrain",
-                                                 "logdir": str(pre)}))
+                                                 "logdir": str(pre), "compile": True, "channel_last": True}))
     env = {"LEAD_TRAINING_CONFIG": f"load_file={pre / 'model_0030.pth'} use_planning_decoder=true epochs=5"}
     # as the reference's posttrain: LEAD_TRAINING_CONFIG over the pretrain config.json, the command line over both
     cfg = TrainingConfig.from_cli(["epochs=7"], defaults={}, environ=env)
@@ -190,6 +190,9 @@ def test_lead_training_config_and_single_entry_point_posttrain(tmp_path):
     assert cfg.collection == "full_posttrain" and cfg.logdir == "outputs/local_training/posttrain"  # new phase
     assert cfg.continue_failed_training is False  # never inherited from the pretrain run
     assert cfg.tfv6.lidar_architecture == "regnety_032" and cfg.batch_size == 64  # everything else is
+    assert not cfg.compile and not cfg.channel_last  # ...but the reference's always-true speed switches
+    assert TrainingConfig.from_cli([f"load_file={pre / 'model_0030.pth'}", "compile=true"], defaults={},
+                                   environ={}).compile  # the command line still sets them
     same_phase = TrainingConfig.from_cli([f"load_file={pre / 'model_0030.pth'}"], defaults={}, environ={})
     assert same_phase.collection == "full_pretrain" and same_phase.logdir == str(pre)
     with pytest.raises(ConfigError, match=r"unknown key 'epoch'"):
