@@ -189,7 +189,8 @@ def read_lidar(route_dir: str | Path, frame: int) -> tuple[np.ndarray, np.ndarra
         with laspy.open(io.BytesIO(data)) as reader:
             declared = int(reader.header.point_count)
     except Exception as e:  # laspy raises a handful of unrelated types for broken files
-        raise FrameReadError(route_dir, frame, path, f"bad LAZ encoding, unreadable header ({type(e).__name__}: {e})") from e
+        raise FrameReadError(route_dir, frame, path,
+                             f"bad LAZ encoding, unreadable header ({type(e).__name__}: {e})") from e
     if declared > min(MAX_LIDAR_POINTS, MAX_LAZ_POINTS_PER_BYTE * len(data)):
         raise FrameReadError(route_dir, frame, path, f"LAZ header declares {declared} points in a {len(data)}-byte "
                                                      f"file (at most {MAX_LIDAR_POINTS}, and {MAX_LAZ_POINTS_PER_BYTE} "
