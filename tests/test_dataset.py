@@ -249,7 +249,8 @@ def test_http_shard_set_through_a_shared_bounded_session_cache(shard_dir, tmp_pa
              for r, x in zip(b["row"], b["lidar"], strict=True)]
     for res in results:
         assert res["rows"] == local  # same samples, same content, over HTTP
-        assert res["downloaded"] <= meta + sum(sizes)  # the block order fetches each shard at most once
+        # (each shard fetched once per epoch is asserted for one process in test_shuffle_loader; two processes at
+        # different positions of the epoch may evict each other's shard from a 3-shard cache)
     assert peak <= bound
     from leadio.read import SessionCache
 
