@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         from leadtrain.config import TrainingConfig
 
         print(__doc__)
-        print("keys and defaults:", ", ".join(f"{k}={v}" for k, v in {**TrainingConfig().to_dict(), **DEFAULTS,
-                                                                       "posttrain": True}.items()))
+        defaults = TrainingConfig(**DEFAULTS).to_dict()  # the phase's own: collection, logdir, derived keys
+        print("keys and defaults:", ", ".join(f"{k}={v}" for k, v in defaults.items()))
         return 0
     given = parse_overrides([a for a in argv if "=" in a])
     if "load_file" not in given and not given.get("continue_failed_training"):
