@@ -82,6 +82,7 @@ from leadio.dataset import LeadLoader, open_dataset
 from leadio.decode.cpu import decode_batch, decode_into
 from leadio.decode.fields import DEFAULT_KEYS, members_for_keys
 from leadio.format import dataset_config_for_root
+from leadio.plan import Shuffle
 from leadio.preprocess import member_name
 from leadio.shard import ShardSet, ShardSetError, build_shard_set, open_shard_set, shard_set_dir
 
@@ -106,6 +107,10 @@ __all__ = [
 ]
 
 LOADERS = ("reference raw", "reference cache", "plain webdataset", "leadio cpu", "leadio dali", "decode ceiling")
+#: opt-in rows (``--loaders``): leadio cpu reading the same samples in another epoch order, for the read cost of
+#: the order (the "leadio cpu" row is the default order, uniform on a local set; see `leadio.plan.shuffle`)
+ORDER_ROWS = {"leadio cpu block order": Shuffle("block", block_shards=4),
+              "leadio cpu window order": Shuffle("window")}  # version 1
 BASELINE = "leadio cpu"
 #: the project's targets on the same cores: leadio cpu / row >= x (for the ceiling: leadio cpu / ceiling >= x)
 TARGETS = {"reference raw": 30.0, "reference cache": 12.0, "plain webdataset": 1.5, "decode ceiling": 0.8,
@@ -375,22 +380,24 @@ def make_row(bench: Bench, name: str, workers: int) -> Row:
         ds = plain_webdataset(urls, {s.key: s.row for s in bench.samples}, ss.layout)
         size = sum(Path(u).stat().st_size for u in urls)
         return _LoaderRow(name, "whole shards", size, lambda: _data_loader(ds, b, workers), iter)
-    if name in ("leadio cpu", "leadio dali"):
+    if name in ("leadio cpu", "leadio dali") or name in ORDER_ROWS:
         if len(bench.samples) % b:
             raise ValueError(f"{len(bench.samples)} samples are not whole batches of {b}")
         coll = chosen_collection(bench.samples)
         backend = name.split()[1]
         device = "cuda" if backend == "dali" and torch.cuda.is_available() else None  # mixed (nvJPEG) on a GPU
 
+        order = ORDER_ROWS.get(name, "auto")
+
         def start() -> LeadLoader:
             return open_dataset(ss, collection=coll, keys=DEFAULT_KEYS, batch_size=b, backend=backend,
                                 world_size=1, rank=0, seed=0, num_workers=workers, perturbation_rate=0.0,
-                                persistent_workers=True, device=device)
+                                persistent_workers=True, device=device, shuffle=order)
 
         return _LoaderRow(name, "shard member ranges", _member_bytes(bench), start, _leadio_epoch)
     if name == "decode ceiling":
         return _CeilingRow(bench, workers)
-    raise ValueError(f"unknown loader {name!r}; known: {LOADERS}")
+    raise ValueError(f"unknown loader {name!r}; known: {LOADERS + tuple(ORDER_ROWS)}")
 
 
 # ----------------------------------------------------------------------------------------------- checks
@@ -792,7 +799,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--passes", type=int, default=3, help="timed passes per row (median reported)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
-    parser.add_argument("--loaders", default=",".join(LOADERS), help=f"subset of: {', '.join(LOADERS)}")
+    parser.add_argument("--loaders", default=",".join(LOADERS),
+                        help=f"subset of: {', '.join(LOADERS + tuple(ORDER_ROWS))} (the order rows are opt-in)")
     parser.add_argument("--cold", action="store_true",
                         help="drop the WHOLE MACHINE's page cache (echo 3 > /proc/sys/vm/drop_caches, root only) "
                              "before each timed pass; it slows every other process on the machine. Default: warm")
@@ -810,9 +818,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.samples, args.batch_size, args.passes, args.workers = 32, 8, 1, [2]
     loaders = [x.strip() for x in args.loaders.split(",") if x.strip()]
-    unknown = [x for x in loaders if x not in LOADERS]
+    unknown = [x for x in loaders if x not in LOADERS and x not in ORDER_ROWS]
     if unknown:
-        parser.error(f"unknown loaders {unknown}; choose from {', '.join(LOADERS)}")
+        parser.error(f"unknown loaders {unknown}; choose from {', '.join(LOADERS + tuple(ORDER_ROWS))}")
     if args.passes < 1:
         parser.error("--passes must be >= 1")
     command = "python -m benchmarks.loader_throughput " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -45,7 +45,9 @@ def test_persistent_failures_end_in_a_clear_error_after_bounded_retries(mode, wh
     cache = tmp_path / "cache"
     from leadio.dataset import open_dataset
 
-    loader = open_dataset(url, batch_size=2, backend="cpu", keys=["targets"], cache_dir=cache, cache_bytes=64 << 20)
+    # num_workers=0: one batch is read at a time, so the request count per read is exact
+    loader = open_dataset(url, batch_size=2, backend="cpu", keys=["targets"], cache_dir=cache, cache_bytes=64 << 20,
+                          num_workers=0)
     server.requests.clear()
     if mode == "die":
         server.shutdown()
@@ -54,6 +56,7 @@ def test_persistent_failures_end_in_a_clear_error_after_bounded_retries(mode, wh
         server.mode = mode
     with pytest.raises(ShardSetError) as e:
         next(iter(loader))
+    loader.close()
     message = str(e.value)
     assert why in message and f"gave up after {read.RETRIES + 1} attempts" in message and "\n" not in message
     assert message.startswith(f"shard {url}/all/") and "check that the server is up" in message
