@@ -93,7 +93,7 @@ def plot_results(doc: dict, path: str | Path, *, date: str | None = None, extra_
             ratio = f"\n{y / base:.2f}×" if base else ""
             ax.text(x, y + top * 0.01, f"{y:.0f}{ratio}", ha="center", va="bottom", fontsize=7.5,
                     weight="bold" if lead else "normal")
-    ax.set_xticks(range(len(loaders)), loaders)
+    ax.set_xticks(range(len(loaders)), [textwrap.fill(name, 14) for name in loaders])  # no overlapping names
     for label in ax.get_xticklabels():
         if label.get_text().startswith("leadio"):
             label.set_fontweight("bold")
