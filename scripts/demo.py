@@ -47,8 +47,8 @@ def training_line(summary: dict, logdir: str) -> str:
     """The demo's result line for one training phase, from its ``run_summary_rank0.json``: the steps, each
     epoch's wall time (the first includes start-up, which the line says) and the data stall."""
     epochs = ", ".join(f"{s:.0f} s" for s in summary["seconds_per_epoch"])
-    return (f"{summary['global_steps']} steps, epochs took {epochs} (the first includes start-up: worker "
-            f"processes, first reads), data stall {summary['data_stall_pct']:.1f}% -> {logdir}")
+    return (f"{summary['global_steps']} steps, epochs took {epochs} (the first includes start-up: decode "
+            f"threads, first reads), data stall {summary['data_stall_pct']:.1f}% -> {logdir}")
 
 
 def main(argv=None) -> int:

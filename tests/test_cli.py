@@ -412,5 +412,5 @@ def test_demo_training_line_names_each_epoch_time_and_the_start_up_in_the_first(
 
     summary = {"global_steps": 40, "seconds_per_epoch": [30.4, 7.2], "data_stall_pct": 12.345}
     assert training_line(summary, "outputs/local_training/pretrain") == (
-        "40 steps, epochs took 30 s, 7 s (the first includes start-up: worker processes, first reads), "
+        "40 steps, epochs took 30 s, 7 s (the first includes start-up: decode threads, first reads), "
         "data stall 12.3% -> outputs/local_training/pretrain")
