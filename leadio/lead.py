@@ -221,6 +221,25 @@ def radar_detections(boxes: Tensor, num_queries: int = NUM_RADAR_QUERIES) -> Ten
     return out
 
 
+def _upsample_depth(metres: Tensor) -> Tensor:
+    """(B, h, w) float32 metres -> (B, h*r, w*r), r = DEPTH_RESOLUTION_RATIO, bilinear with half-pixel centres.
+
+    On the CPU this is the reference's own ``cv2.resize(..., INTER_LINEAR)`` per sample, written into one
+    output (3x faster than ``F.interpolate`` here: 30 against 100 ms for a batch of 64 on one core); on another
+    device ``F.interpolate(align_corners=False)``, the same sampling (the two differ by <= 2 float32 ulp).
+    """
+    size = (metres.shape[-2] * DEPTH_RESOLUTION_RATIO, metres.shape[-1] * DEPTH_RESOLUTION_RATIO)
+    if metres.device.type != "cpu":
+        return F.interpolate(metres[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    import cv2
+
+    src = metres.contiguous().numpy()
+    out = np.empty((len(src), *size), np.float32)
+    for i in range(len(src)):
+        cv2.resize(src[i], (size[1], size[0]), dst=out[i], interpolation=cv2.INTER_LINEAR)
+    return torch.from_numpy(out)
+
+
 def to_lead_batch(batch: dict, device: str | torch.device | None = None, *, planning: bool = False) -> dict:
     """A leadio batch -> the batch LEAD's ``CARLAData`` + collate gives (the module docstring lists the quirks).
 
@@ -263,9 +282,7 @@ def to_lead_batch(batch: dict, device: str | torch.device | None = None, *, plan
     if "semantic" in batch:
         out["semantic"] = get("semantic")
     if "depth" in batch:
-        metres = get("depth").float().div_(255).mul_(50)[:, None]  # decode_depth_8bit, float32
-        size = (metres.shape[-2] * DEPTH_RESOLUTION_RATIO, metres.shape[-1] * DEPTH_RESOLUTION_RATIO)
-        out["depth"] = F.interpolate(metres, size=size, mode="bilinear", align_corners=False)[:, 0]
+        out["depth"] = _upsample_depth(get("depth").float().div_(255).mul_(50))  # decode_depth_8bit, float32
     if "bev_semantic" in batch:
         out["bev_semantic"] = out["hdmap"] = get("bev_semantic")  # reference: one array
     if "boxes" in batch:
