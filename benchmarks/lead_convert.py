@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from leadio.decode.fields import TARGET_FIELDS
+from leadio.decode.cpu import decode_batch
 from leadio.format import DATASET_CONFIGS
 from leadio.lead import to_lead_batch
-from leadio.preprocess import decode_member, member_layout, member_name, preprocess_frame
+from leadio.preprocess import member_layout, member_name, preprocess_frame
 
 BATCH = 64
 
@@ -46,19 +46,13 @@ def raw_samples(root: Path, config) -> list[tuple[dict[str, bytes], str]]:
 
 
 def decode(samples: list[tuple[dict[str, bytes], str]], layout: dict) -> dict[str, torch.Tensor]:
-    per = [{k: decode_member(m, members[member_name(m, view)]) for k, m in layout.items()} for members, view in
-           samples]  # fmt: skip
-    batch = {"rgb": torch.from_numpy(np.stack([p["rgb"] for p in per])).permute(0, 3, 1, 2)}
-    for key, name in (("semantic", "semantic"), ("depth", "depth"), ("lidar", "lidar"), ("bev_semantic", "bev"),
-                      ("radar", "radar"), ("boxes", "boxes")):
-        batch[key] = torch.from_numpy(np.stack([p[name] for p in per]))
-    records, col = np.stack([p["targets"] for p in per]), 0
-    for name, shape in TARGET_FIELDS:
-        size = int(np.prod(shape))
-        batch[name] = torch.from_numpy(records[:, col : col + size].reshape(len(per), *shape).copy())
-        col += size
-    batch["row"] = torch.arange(len(per))
-    batch["view"] = torch.tensor([v == "perturbated" for _, v in samples], dtype=torch.uint8)
+    """The loader's compact batch of ``samples``, decoded by the loader's own decoder (one core)."""
+    raw: dict = {name: [members[member_name(m, view)] for members, view in samples] for name, m in layout.items()}
+    raw["row"] = np.arange(len(samples))
+    raw["view"] = np.array([v == "perturbated" for _, v in samples], np.uint8)
+    batch, failures = decode_batch(raw, layout, tensors=True)
+    if failures:
+        raise SystemExit(f"samples do not decode: {failures}")
     return batch
 
 
