@@ -3,8 +3,8 @@
 Takes 64 samples (both views of 32 frames) of a dataset root (default: a small synthetic one in a temporary
 folder), runs them through the preprocessing pipeline once, then times per batch of 64 on the CPU:
 
-- ``decode``: the member bytes -> leadio's compact batch (`leadio.preprocess.decode_member` per member, the
-  CPU reference decode, then one stack per key), single-threaded as in one loader worker;
+- ``decode``: the member bytes -> leadio's compact batch by the loader's own decoder
+  (`leadio.decode.cpu.decode_batch`), single-threaded as in one decode thread;
 - ``convert``: `leadio.lead.to_lead_batch` on that batch (torch ops, CPU), with and without ``planning``;
   with ``--device cuda`` also built on the GPU from the (pinned) CPU batch, the copy included.
 
