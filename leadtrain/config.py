@@ -61,7 +61,7 @@ class TrainingConfig:
     collection: str = "auto"                         # bucket collection; auto: full_pretrain / full_posttrain
     shard_collection: str = "full_pretrain"          # collection whose shard set holds the samples
     perturbation_rate: float = 0.5                   # reference: use_sensor_perburtation_prob
-    num_workers: int = 4                             # DataLoader workers per process
+    num_workers: int = 4                             # decode threads per process (leadio.engine)
     backend: str = "auto"                            # leadio decode backend: auto | cpu | dali
     # optimisation (LEAD: AdamW amsgrad, cosine warm restarts with T_0 = steps per epoch, T_mult 2)
     batch_size: int = 64                             # global batch; each of N processes takes batch_size // N
