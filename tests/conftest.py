@@ -24,3 +24,14 @@ def synth_root(synth_root_template, tmp_path) -> Path:
     root = tmp_path / "data" / "carla_leaderboard2"
     shutil.copytree(synth_root_template, root)
     return root
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (model tests on 2 shared cores), restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -25,12 +25,7 @@ REFERENCE_COUNTS = {"backbone": 52_280_640, "semantic_decoder": 703_594, "depth_
 SMALL = TFv6Config(final_image_height=64, final_image_width=192)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest
 
 
 def leadio_batch(b: int, image: tuple[int, int] = (384, 1152), seed: int = 0) -> dict[str, torch.Tensor]:

@@ -20,12 +20,7 @@ CAMERA = (64, 192)
 LOSSES = {"loss_semantic": 2.3, "loss_depth": 11.0, "total": 1.234}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest
 
 
 def _panel(image: np.ndarray, name: str) -> np.ndarray:
