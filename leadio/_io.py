@@ -87,8 +87,12 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def file_lock(path: str | Path, what: str, *, shared: bool = False, wait: bool = True) -> Iterator[None]:
+def file_lock(path: str | Path, what: str, *, shared: bool = False, wait: bool = True,
+              brief: bool = False) -> Iterator[None]:
     """Hold an flock on ``path`` (created if missing) for the block: exclusive, or shared with ``shared``.
+
+    ``brief`` marks a lock held only for moments (e.g. one small file write by a build's own workers):
+    waiting for it is logged at debug level instead of as a warning.
 
     An exclusive holder writes ``pid <pid> on <host> since <time>`` into the file, so that a process that has to
     wait (or, with ``wait=False``, is refused with `LockedError`) can say who it waits for. Lock files stay
@@ -106,7 +110,8 @@ def file_lock(path: str | Path, what: str, *, shared: bool = False, wait: bool =
             if not wait:
                 raise LockedError(errno.EWOULDBLOCK, f"{what} is in use ({holder}; lock file {path}); wait for it "
                                                      f"to finish, then rerun") from None
-            log.warning("waiting for %s: in use (%s; lock file %s)", what, holder, path)
+            log.log(logging.DEBUG if brief else logging.WARNING, "waiting for %s: in use (%s; lock file %s)",
+                    what, holder, path)
             fcntl.flock(fd, mode)
         if not shared:
             with contextlib.suppress(OSError):  # who holds it is only a courtesy (and a full disk must not fail here)

@@ -101,7 +101,8 @@ class RouteStamps:
             return
         try:
             self.cache.parent.mkdir(parents=True, exist_ok=True)
-            with file_lock(self.cache.with_name(f".{self.cache.name}.lock"), f"stamp cache {self.cache}"):
+            with file_lock(self.cache.with_name(f".{self.cache.name}.lock"), f"stamp cache {self.cache}",
+                           brief=True):
                 remove_stale_temps(self.cache)  # of a killed writer
                 with contextlib.suppress(OSError, ValueError):
                     on_disk = json.loads(self.cache.read_text())
