@@ -19,7 +19,7 @@ import logging
 import os
 import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,11 +32,13 @@ from leadio.decode.cpu import batch_views, decode_batch, decode_into
 from leadio.decode.dali import DaliDecoder, dali_available, gpu_available
 from leadio.decode.fields import DEFAULT_KEYS, members_for_keys
 from leadio.engine import BatchRing, DecodeThreads, default_workers
+from leadio.loader_config import LoaderConfig
 from leadio.plan import EpochPlan, Shuffle, global_sequence, rank_plan, resolve_shuffle
 from leadio.preprocess import Member, member_name
 from leadio.shard.shardset import ShardSet, ShardSetError, locate_shard_set, open_shard_set
 
-__all__ = ["LeadLoader", "LoaderStats", "SampleDataset", "collection_rows", "open_dataset", "world_from_env"]
+__all__ = ["LeadLoader", "LoaderConfig", "LoaderStats", "SampleDataset", "collection_rows", "open_dataset",
+           "world_from_env"]
 
 log = logging.getLogger(__name__)
 STATE_VERSION = 2  # 1: window shuffle, no algorithm recorded; 2: the shuffle is part of the state
@@ -224,10 +226,14 @@ class LeadLoader:
     batches of that epoch from where the last `state_dict` (or the last partial iteration) left off.
     """
 
-    def __init__(self, shard_set: ShardSet, collection: BucketCollection, *, keys: Sequence[str], batch_size: int,
-                 backend: str, world_size: int, rank: int, seed: int, num_workers: int | None,
-                 perturbation_rate: float, uneven: str, shuffle: Shuffle, on_error: str, pin_memory: bool,
-                 persistent_workers: bool, device: str | None):
+    def __init__(self, shard_set: ShardSet, collection: BucketCollection, config: LoaderConfig):
+        if not config.resolved:
+            raise ValueError(f"LeadLoader needs a resolved LoaderConfig (world_size, rank, a backend other than "
+                             f"'auto' and a Shuffle), got {config}; use open_dataset")
+        keys, batch_size, backend = config.keys, config.batch_size, config.backend
+        world_size, rank, seed, num_workers = config.world_size, config.rank, config.seed, config.num_workers
+        shuffle, device = config.shuffle, config.device
+        self.config = config
         self.shard_set, self.collection = shard_set, collection
         self.keys, self.batch_size, self.backend = list(keys), batch_size, backend
         self.shuffle = shuffle
@@ -238,17 +244,17 @@ class LeadLoader:
         self._first_batch = 0    # batches of that plan already yielded
         self.members = members_for_keys(keys, shard_set.layout)
         self.plans = _PlanSource(collection_rows(shard_set, collection), shard_set.catalog["shard"], collection,
-                                 seed, world_size, rank, perturbation_rate, uneven, shuffle)
-        self._dataset = _BatchDataset(shard_set, self.plans, self.members, batch_size, backend, on_error)
+                                 seed, world_size, rank, config.perturbation_rate, config.uneven, shuffle)
+        self._dataset = _BatchDataset(shard_set, self.plans, self.members, batch_size, backend, config.on_error)
         self.num_workers = default_workers() if num_workers is None else int(num_workers)
-        self.persistent_workers = persistent_workers
+        self.persistent_workers = config.persistent_workers
         self._dali, ring_members = None, self.members
         if backend == "dali":
             self._dali = DaliDecoder(batch_size, device="mixed" if device == "cuda" else "cpu",
                                      num_threads=max(1, self.num_workers))
             if self._dali.device == "mixed":  # nvJPEG writes the images on the GPU
                 ring_members = {k: m for k, m in self.members.items() if m.encoding != "jpeg"}
-        self.ring = BatchRing(ring_members, batch_size, pin=pin_memory and torch.cuda.is_available())
+        self.ring = BatchRing(ring_members, batch_size, pin=config.pin_memory and torch.cuda.is_available())
         self._threads = DecodeThreads(self.num_workers, prefetch=2 * self.num_workers)
         self._close = weakref.finalize(self, self._threads.close)  # the loader's end stops its threads
 
@@ -430,12 +436,10 @@ def open_dataset(shard_set: str | Path | ShardSet, *, collection: str | BucketCo
         verify: compare every member read with the hash recorded at build time (a damaged shard is an error
             naming shard, sample and member, or a skipped sample with ``on_error="skip"``); ~0.2% of decoding.
     """
-    if output not in ("compact", "lead"):
-        raise ValueError(f"output must be 'compact' or 'lead', got {output!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    config = LoaderConfig(keys=keys, batch_size=batch_size, backend=backend, world_size=world_size, rank=rank,
+                          seed=seed, num_workers=num_workers, perturbation_rate=perturbation_rate, uneven=uneven,
+                          shuffle=shuffle, block_shards=block_shards, on_error=on_error, pin_memory=pin_memory,
+                          persistent_workers=persistent_workers, device=device, output=output)  # checks, no I/O
     shard_set, root = locate_shard_set(shard_set, collection, root)  # a dataset root -> its shard set
     ss = shard_set if isinstance(shard_set, ShardSet) else open_shard_set(shard_set, root=root, cache_dir=cache_dir,
                                                                           cache_bytes=cache_bytes, verify=verify)
@@ -455,10 +459,8 @@ def open_dataset(shard_set: str | Path | ShardSet, *, collection: str | BucketCo
     order = resolve_shuffle(shuffle, block_shards=block_shards, remote=ss.base is not None,
                             max_shard_bytes=max((int(e["bytes"]) for e in ss.manifest["shards"]), default=1),
                             cache_bytes=ss.cache.max_bytes if ss.cache is not None else cache_bytes)
-    loader = LeadLoader(ss, coll, keys=keys, batch_size=batch_size, backend=_choose_backend(backend),
-                        world_size=world_size, rank=rank, seed=seed, num_workers=num_workers,
-                        perturbation_rate=perturbation_rate, uneven=uneven, shuffle=order, on_error=on_error,
-                        pin_memory=pin_memory, persistent_workers=persistent_workers, device=device)
+    config = replace(config, backend=_choose_backend(backend), world_size=world_size, rank=rank, shuffle=order)
+    loader = LeadLoader(ss, coll, config)
     if loader.batches_in_epoch(0) == 0 and len(loader.plan(0)) > 0:
         raise ValueError(f"batch_size={batch_size} exceeds the {len(loader.plan(0))} samples rank {rank} of "
                          f"{world_size} gets in epoch 0 of {coll.name!r} ({ss.path.name}): no full batch; lower "

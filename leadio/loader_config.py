@@ -1,0 +1,93 @@
+"""The loader's options as one frozen value: `LoaderConfig`.
+
+`open_dataset` keeps its keyword arguments for users and builds a `LoaderConfig` from them first, so a bad
+option fails in ``__post_init__`` before any shard set is opened; `LeadLoader` receives the config with its
+environment-dependent fields resolved (topology, backend, shuffle). The messages are the ones the later stages
+(`leadio.plan`, `leadio.engine`) would raise, so checking early changes when an error comes, not what it says.
+Opening the source (collection, root, cache, verify) is not the loader's business and stays in `open_dataset`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from leadio.decode.fields import DEFAULT_KEYS, FIELD_MEMBER, KEYS
+from leadio.plan.shuffle import SHUFFLES, Shuffle
+
+__all__ = ["LoaderConfig"]
+
+BACKENDS = ("auto", "cpu", "dali")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoaderConfig:
+    """How a `LeadLoader` turns a shard set into batches; every field as `open_dataset`'s argument of that name.
+
+    Attributes:
+        keys: fields to load (names in `leadio.decode.fields.KEYS`); stored as a tuple.
+        batch_size: samples per batch per rank (>= 1).
+        backend: ``"auto"``, ``"cpu"`` or ``"dali"``; a loader gets ``"cpu"`` or ``"dali"``.
+        world_size, rank: topology; None = from torch.distributed or WORLD_SIZE/RANK (resolved before a
+            loader is built), else ``0 <= rank < world_size``.
+        seed: plan seed.
+        num_workers: decode threads (>= 0); None = this process's share of the cores.
+        perturbation_rate: probability of the perturbated view, in [0, 1].
+        uneven: ``"drop"`` or ``"pad"`` for sample counts not divisible by the world size.
+        shuffle: ``"auto"``, a name in `leadio.plan.SHUFFLES`, or a `Shuffle` (what a loader gets).
+        block_shards: shards per block of the ``block`` shuffle (>= 1); None = as many as fit twice in the cache.
+        on_error: ``"raise"`` or ``"skip"`` (unreadable samples replaced and counted).
+        pin_memory: decode into pinned batch buffers (with a GPU).
+        persistent_workers: keep the decode threads between epochs.
+        device: ``"cuda"`` makes the dali backend decode on the GPU.
+        output: ``"compact"`` (leadio's batch) or ``"lead"`` (the reference loader's batch).
+    """
+
+    keys: Sequence[str] = field(default=DEFAULT_KEYS)
+    batch_size: int = 32
+    backend: str = "auto"
+    world_size: int | None = None
+    rank: int | None = None
+    seed: int = 0
+    num_workers: int | None = None
+    perturbation_rate: float = 0.5
+    uneven: str = "drop"
+    shuffle: str | Shuffle = "auto"
+    block_shards: int | None = None
+    on_error: str = "raise"
+    pin_memory: bool = False
+    persistent_workers: bool = True
+    device: str | None = None
+    output: str = "compact"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", tuple(self.keys))
+        unknown = [k for k in self.keys if k not in FIELD_MEMBER]
+        if unknown:
+            raise ValueError(f"unknown keys {unknown}; valid keys: {list(KEYS)}")
+        if self.output not in ("compact", "lead"):
+            raise ValueError(f"output must be 'compact' or 'lead', got {self.output!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be 'auto', 'cpu' or 'dali', got {self.backend!r}")
+        if self.world_size is not None and self.rank is not None and not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank must be in [0, {self.world_size}), got {self.rank}")
+        if self.num_workers is not None and int(self.num_workers) < 0:
+            raise ValueError(f"num_workers must be >= 0, got {int(self.num_workers)}")
+        if not 0.0 <= self.perturbation_rate <= 1.0:
+            raise ValueError(f"perturbation_rate must be in [0, 1], got {self.perturbation_rate}")
+        if self.uneven not in ("drop", "pad"):
+            raise ValueError(f"uneven must be 'drop' or 'pad', got {self.uneven!r}")
+        if isinstance(self.shuffle, str) and self.shuffle != "auto" and self.shuffle not in SHUFFLES:
+            raise ValueError(f"shuffle must be 'auto' or one of {sorted(SHUFFLES)}, got {self.shuffle!r}")
+        if self.shuffle == "block" and self.block_shards is not None and self.block_shards < 1:
+            raise ValueError(f"shuffle 'block' needs block_shards >= 1, got {self.block_shards!r}")
+
+    @property
+    def resolved(self) -> bool:
+        """Whether a `LeadLoader` can use it: topology known, backend chosen, shuffle a `Shuffle`."""
+        return (self.world_size is not None and self.rank is not None and self.backend != "auto"
+                and isinstance(self.shuffle, Shuffle))
