@@ -34,6 +34,10 @@ Simplified against CARLA: there is no occlusion in LiDAR or radar, boxes are fla
 meshes or lighting), traffic ignores everything, the cross roads are empty and the world has no slopes.
 In this module a box position is the box centre, so z = half height in the ego frame (ground z = 0). The LAZ z
 is the vehicle z − 1.25, as in LEAD.
+
+This package: `world` (road, junctions, statics, constants), `drive` (the expert and the actors), `render`
+(cameras, LiDAR, radar, LAZ), `scene` (one simulated route), `writers` (one frame's files, results.json),
+`records` (`RouteSpec`, `RouteStats`, `SynthSummary`), `generate` (routes to disk) and `cli`.
 """
 
 # The old single module's public names stay importable from here; `__all__` is the API.

@@ -23,6 +23,9 @@ Deliberate differences:
 - Boxes: a missing ``num_points`` / ``visible_pixels`` means unknown (-1), a missing or None ``brake`` 0.
 - ``previous_command`` is not stored: it always equals ``command`` (§9.4).
 - The radar box filter is closed, [min, max], as in LEAD's code.
+
+This package: `common` (LEAD's constants and tables, P(t, r)), `lidar` (LiDAR histogram, radar input), `boxes`,
+`bev`, `planning` and `record` (the packed planning targets).
 """
 
 # The old single module's public names stay importable from here; `__all__` is the API.
