@@ -127,6 +127,9 @@ def test_no_threads_or_shared_memory_left_after_the_loader_is_deleted(shard_dir)
         assert batch["rgb"].sum() > 0  # a batch held past the loader's end stays valid
         del batch
     gc.collect()
+    deadline = time.monotonic() + 5  # a joined thread's OS thread may take a moment to exit
+    while _native_threads() != native and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert _shm() == shm and _native_threads() == native
 
 
