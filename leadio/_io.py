@@ -180,3 +180,14 @@ def replace_dir(tmp_dir: str | Path, final_dir: str | Path) -> None:
     os.rename(tmp_dir, final_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def file_xxh3_128(path: str | Path) -> str:
+    """xxh3-128 hex digest of a whole file, read in 4 MiB chunks (shard checksums in manifests and sidecars)."""
+    import xxhash
+
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import tarfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import xxhash
 from tqdm import tqdm
 
+from leadio._io import file_xxh3_128
 from leadio.preprocess import decode_member
 from leadio.shard.shardset import ShardSet
 from leadio.shard.tarwriter import parse_dali_index
@@ -39,14 +39,6 @@ class VerifyReport:
         return "\n".join([head, *(f"  - {p}" for p in self.problems)])
 
 
-def _file_hash(path: Path) -> str:
-    h = xxhash.xxh3_128()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_shard(ss: ShardSet, shard: int, rows: np.ndarray, deep: bool) -> list[str]:
     entry = ss.manifest["shards"][shard]
     path = ss.path / entry["path"]
@@ -57,7 +49,7 @@ def _check_shard(ss: ShardSet, shard: int, rows: np.ndarray, deep: bool) -> list
     if size != entry["bytes"]:
         problems.append(f"shard {entry['path']}: {size} bytes, manifest says {entry['bytes']}"
                         + (" (truncated)" if size < entry["bytes"] else ""))
-    elif _file_hash(path) != entry["xxh3_128"]:
+    elif file_xxh3_128(path) != entry["xxh3_128"]:
         problems.append(f"shard {entry['path']}: checksum mismatch (xxh3-128)")
     if len(rows) != entry["samples"]:
         problems.append(f"shard {entry['path']}: catalog has {len(rows)} samples, manifest says {entry['samples']}")
