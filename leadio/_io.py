@@ -182,11 +182,12 @@ def replace_dir(tmp_dir: str | Path, final_dir: str | Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def file_xxh3_128(path: str | Path) -> str:
-    """xxh3-128 hex digest of a whole file, read in 4 MiB chunks (shard checksums in manifests and sidecars)."""
+def file_xxh3(path: str | Path, *, bits: int = 128) -> str:
+    """xxh3 hex digest of a whole file, read in 4 MiB chunks: 128 bits for shard checksums in manifests and
+    sidecars, ``bits=64`` for the raw-file stamps."""
     import xxhash
 
-    h = xxhash.xxh3_128()
+    h = xxhash.xxh3_128() if bits == 128 else xxhash.xxh3_64()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):
             h.update(chunk)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import xxhash
 
-from leadio._io import atomic_write_bytes, file_lock, remove_stale_temps
+from leadio._io import atomic_write_bytes, file_lock, file_xxh3, remove_stale_temps
 from leadio.format import FRAME_FOLDERS
 
 __all__ = ["STAMP_DIR", "RouteStamps", "file_digest", "frame_digest", "frame_files"]
@@ -42,11 +42,7 @@ MISSING = "missing"
 
 def file_digest(path: str | Path) -> str:
     """xxh3-64 hex of a file's bytes (streamed)."""
-    h = xxhash.xxh3_64()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_xxh3(path, bits=64)
 
 
 def frame_files(frame: int) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import xxhash
 
-from leadio._io import atomic_write_bytes, file_xxh3_128, remove_stale_temps, temp_sibling, writing
+from leadio._io import atomic_write_bytes, file_xxh3, remove_stale_temps, temp_sibling, writing
 from leadio.buckets import BucketCollection
 from leadio.format import DatasetConfig
 from leadio.preprocess import pipeline_hash, preprocess_frame
@@ -147,7 +147,7 @@ def shard_problem(set_dir: Path, job: ShardJob, root: Path | None = None) -> str
             return f"has {tar.stat().st_size} bytes, its sidecar says {meta.get('bytes')}"
         if idx.read_text() != _sidecar_index(meta):
             return "its DALI index disagrees with its sidecar"
-        if file_xxh3_128(tar) != meta.get("xxh3_128"):
+        if file_xxh3(tar) != meta.get("xxh3_128"):
             return "is damaged (checksum mismatch)"
     except (OSError, ValueError, KeyError, TypeError) as e:
         return f"has an unreadable sidecar or index ({type(e).__name__}: {e})"

@@ -15,7 +15,7 @@ import numpy as np
 import xxhash
 from tqdm import tqdm
 
-from leadio._io import file_xxh3_128
+from leadio._io import file_xxh3
 from leadio.preprocess import decode_member
 from leadio.shard.shardset import ShardSet
 from leadio.shard.tarwriter import parse_dali_index
@@ -49,7 +49,7 @@ def _check_shard(ss: ShardSet, shard: int, rows: np.ndarray, deep: bool) -> list
     if size != entry["bytes"]:
         problems.append(f"shard {entry['path']}: {size} bytes, manifest says {entry['bytes']}"
                         + (" (truncated)" if size < entry["bytes"] else ""))
-    elif file_xxh3_128(path) != entry["xxh3_128"]:
+    elif file_xxh3(path) != entry["xxh3_128"]:
         problems.append(f"shard {entry['path']}: checksum mismatch (xxh3-128)")
     if len(rows) != entry["samples"]:
         problems.append(f"shard {entry['path']}: catalog has {len(rows)} samples, manifest says {entry['samples']}")
