@@ -27,15 +27,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from leadio.batch_reader import BatchReader
 from leadio.buckets import BucketCollection, load_or_build
-from leadio.decode.cpu import batch_views, decode_batch, decode_into
+from leadio.decode.cpu import decode_batch
 from leadio.decode.dali import DaliDecoder, dali_available, gpu_available
 from leadio.decode.fields import DEFAULT_KEYS, members_for_keys
 from leadio.engine import BatchRing, DecodeThreads, default_workers
 from leadio.loader_config import LoaderConfig
 from leadio.plan import EpochPlan, Shuffle, global_sequence, rank_plan, resolve_shuffle
-from leadio.preprocess import Member, member_name
-from leadio.shard.shardset import ShardSet, ShardSetError, locate_shard_set, open_shard_set
+from leadio.shard.shardset import ShardSet, locate_shard_set, open_shard_set
 
 __all__ = ["LeadLoader", "LoaderConfig", "LoaderStats", "SampleDataset", "collection_rows", "open_dataset",
            "world_from_env"]
@@ -106,119 +106,6 @@ class _PlanSource:
         return rank_plan(rows, views, epoch=epoch, world_size=world_size, rank=rank, start=start, uneven=self.uneven)
 
 
-class _BatchDataset(Dataset):
-    """Map-style dataset over batch descriptors (epoch, start, world, rank, batch index)."""
-
-    def __init__(self, shard_set: ShardSet, plans: _PlanSource, members: dict[str, Member], batch_size: int,
-                 backend: str, on_error: str):
-        self.ss, self.plans, self.members = shard_set, plans, members
-        self.batch_size, self.backend, self.on_error = batch_size, backend, on_error
-        # catalog columns of the members per view (0 normal, 1 perturbated)
-        self._cols = np.array([[shard_set.members.index(member_name(m, v)) for m in members.values()]
-                               for v in ("normal", "perturbated")], np.int64)
-
-    def read_raw(self, rows: np.ndarray, views: np.ndarray) -> tuple[dict, dict[int, str]]:
-        """Read the members of ``rows`` (per shard in offset order). Returns the raw batch and the batch
-        positions that could not be read (with the reason); with on_error='raise' the first one raises.
-
-        A local set is read with one ``pread`` per sample covering its members (they are adjacent in the tar),
-        through one open file per shard and batch: the decode threads hold the GIL between system calls, so
-        fewer calls leave more of it to the others. A sample whose span is not worth it (a few keys far
-        apart), or whose fast read fails, is read member by member by `ShardSet.read_member_bytes`, which
-        names what went wrong.
-        """
-        raw: dict = {name: [b""] * len(rows) for name in self.members}
-        failures: dict[int, str] = {}
-        cat = self.ss.catalog
-        order = np.lexsort((cat["member_offset"][rows, 0], cat["shard"][rows]))
-        fds: dict[int, int] = {}
-        try:
-            for i in order:
-                row, v = int(rows[i]), int(views[i])
-                try:
-                    if self.ss.cache is None and self._read_span(row, self._cols[v], raw, int(i), fds):
-                        continue
-                    for name, member in self.members.items():
-                        raw[name][i] = self.ss.read_member_bytes(row, member_name(member, ("normal", "perturbated")[v]))
-                except (ShardSetError, OSError) as e:
-                    failures[int(i)] = str(e).removeprefix(f"{self.ss.describe(row)}: ")
-                    self._check(rows, failures)
-        finally:
-            for fd in fds.values():
-                os.close(fd)
-        raw["row"], raw["view"] = rows, views
-        return raw, failures
-
-    def _read_span(self, row: int, cols: np.ndarray, raw: dict, i: int, fds: dict[int, int]) -> bool:
-        """Read sample ``row``'s members ``cols`` by one pread into ``raw[...][i]`` (memoryviews; hashes checked
-        as `ShardSet.read_member_bytes` does). False when the span is not worth it or the read comes up short."""
-        cat = self.ss.catalog
-        offsets, sizes = cat["member_offset"][row, cols], cat["member_size"][row, cols]
-        lo, hi = int(offsets.min()), int((offsets + sizes).max())
-        if hi - lo > 2 * int(sizes.sum()) + 8192:
-            return False
-        shard = int(cat["shard"][row])
-        fd = fds.get(shard)
-        if fd is None:
-            try:
-                fd = fds[shard] = os.open(self.ss.shard_path(shard), os.O_RDONLY)
-            except OSError:
-                return False
-        data = os.pread(fd, hi - lo, lo)
-        if len(data) != hi - lo:
-            return False
-        span = memoryview(data)
-        for name, col, off, size in zip(self.members, cols.tolist(), offsets.tolist(), sizes.tolist(), strict=True):
-            member = span[off - lo:off - lo + size]
-            if self.ss.verify:
-                self.ss.check_member(row, col, member)
-            raw[name][i] = member
-        return True
-
-    def _check(self, rows: np.ndarray, failures: dict[int, str]) -> None:
-        if failures and self.on_error != "skip":
-            i = min(failures)
-            raise ShardSetError(f"{self.ss.describe(int(rows[i]))}: {failures[i]}")
-
-    def _substitute(self, out: dict, rows: np.ndarray, failures: dict[int, str]) -> list[str]:
-        """Replace failed samples by the first good one of the batch (equal batch shapes on every rank)."""
-        good = [i for i in range(len(rows)) if i not in failures]
-        if not good:
-            raise ShardSetError(f"every sample of a batch is unreadable; first: "
-                                f"{self.ss.describe(int(rows[0]))}: {failures[min(failures)]}")
-        names = [f"{self.ss.catalog['sample_key'][int(rows[i])]}: {why}" for i, why in sorted(failures.items())]
-        for value in out.values():
-            for i in failures:
-                value[i] = value[good[0]]
-        return names
-
-    def load(self, rows: np.ndarray, views: np.ndarray, ring: BatchRing, dali: DaliDecoder | None) -> dict:
-        """Read and decode one batch into a slot of ``ring``; ``_bad`` lists the substituted samples."""
-        slot = ring.acquire()
-        try:
-            raw, failures = self.read_raw(rows, views)
-            jpeg = {k: m for k, m in self.members.items() if m.encoding == "jpeg"}
-            decode_into(raw, self.members if dali is None else {k: m for k, m in self.members.items()
-                                                                   if k not in jpeg}, slot.arrays, failures)
-            self._check(rows, failures)
-            rgb = None
-            if dali is not None and jpeg:
-                good = next((i for i in range(len(rows)) if i not in failures), None)
-                if good is None:
-                    self._substitute({}, rows, failures)  # raises: nothing to substitute with
-                blobs = [raw["rgb"][good if i in failures else i] for i in range(len(rows))]
-                rgb = dali.decode_jpegs(blobs, out=slot.tensors["rgb"] if "rgb" in slot.tensors else None)
-        except BaseException:
-            ring.give_back(slot)
-            raise
-        buffers = ring.lend(slot)  # from here the slot returns to the ring when the batch is dropped
-        if rgb is not None and rgb.device.type != "cpu":
-            buffers["rgb"] = rgb  # nvJPEG output, on the GPU
-        out = batch_views(buffers, self.members, rows, views)
-        out["_bad"] = self._substitute(out, rows, failures) if failures else []
-        return out
-
-
 class LeadLoader:
     """Iterable of batches (dicts of torch tensors) over a shard set, one epoch per iteration.
 
@@ -245,7 +132,7 @@ class LeadLoader:
         self.members = members_for_keys(keys, shard_set.layout)
         self.plans = _PlanSource(collection_rows(shard_set, collection), shard_set.catalog["shard"], collection,
                                  seed, world_size, rank, config.perturbation_rate, config.uneven, shuffle)
-        self._dataset = _BatchDataset(shard_set, self.plans, self.members, batch_size, backend, config.on_error)
+        self._dataset = BatchReader(shard_set, self.plans, self.members, batch_size, backend, config.on_error)
         self.num_workers = default_workers() if num_workers is None else int(num_workers)
         self.persistent_workers = config.persistent_workers
         self._dali, ring_members = None, self.members
@@ -364,7 +251,7 @@ class SampleDataset(Dataset):
     def __init__(self, shard_set: ShardSet, keys: Sequence[str] = DEFAULT_KEYS, view: str = "normal"):
         self.ss, self.view = shard_set, view
         self.members = members_for_keys(keys, shard_set.layout)
-        self._reader = _BatchDataset(shard_set, None, self.members, 1, "cpu", "raise")
+        self._reader = BatchReader(shard_set, None, self.members, 1, "cpu", "raise")
 
     def __len__(self) -> int:
         return len(self.ss)

@@ -1,4 +1,5 @@
-"""Where shard bytes come from: positioned reads of local, http(s) and fsspec files, and the session cache.
+"""Where shard bytes come from: positioned reads of local, http(s) and fsspec files, (the session cache is
+`leadio.session_cache`).
 
 Reads. A *location* is a local path or ``file://`` URL (``os.pread``; one open per call), an ``http(s)://`` URL
 (stdlib urllib, one ``Range: bytes=a-b`` request per span; a server that ignores Range and answers 200 is
@@ -14,28 +15,6 @@ for ranged reads straight from a server, which training should not do: train fro
 session cache, which streams each shard once. urllib has no connection pool, so every ranged request pays a
 connect (and TLS handshake).
 
-Session cache (LEAD's ``training_session_cache``). Shards on slow or remote storage are copied to a local
-folder on first use and served from there, bounded by ``max_bytes`` with least-recently-used eviction
-(recency = mtime, bumped on every hit). The folder itself is the ledger: its total is the sum of the apparent
-sizes of all its files. A download reserves its size under the cache-wide lock by evicting LRU files and
-creating its temp file already truncated to the full size; files appear under their final name only by an
-atomic rename (so a name that exists is complete) and disappear only by eviction. Hence the total on disk
-never exceeds ``max_bytes`` at any instant, with any number of processes, and nothing has to be repaired after
-a crash. Small metadata files (``fetch_small``) live under ``meta/``, count in the total and are never evicted.
-
-Concurrency. Locks are ``fcntl.flock`` on lock files: one per entry (one process downloads a shard, the others
-wait and then reuse it) and one for the whole cache (accounting, eviction, renames). The kernel drops a flock
-lock when its holder dies, ``kill -9`` included, so a crash never leaves a stale lock. The temp file of a
-killed download (``.<name>.part-<pid>-<tag>``) is removed by the next process that takes that entry's lock,
-or by any accounting scan that finds the entry lock free (a free lock proves the writer is gone; a pid check
-would not, given pid reuse and containers). Lock files are empty, live under ``<cache>/locks/`` (never beside
-a cached file, where a Zarr reader would list them) and are never deleted (deleting a flock file races with its
-next user); empty folders stay too. flock is local to one machine, so the cache folder must be
-on a local disk, which is what a session cache is for. Evicting a file that another process is reading is
-safe on POSIX (an open fd keeps working after unlink); a reader that has only the path and finds it gone
-re-fetches once (``SessionCache.read_ranges`` does). If ``max_bytes`` is smaller than the shards that all
-concurrent readers download at once, a downloader waits (up to ``wait_s``) for room.
-
 Remote failures. A failure that may pass (connection refused or reset mid-transfer, timeout, HTTP 429 and
 5xx, a download whose bytes do not match the checksum it was promised) is retried `RETRIES` times with
 exponential backoff from `RETRY_BACKOFF_S`; then a `ReadError` names the URL, the last failure and the count
@@ -46,8 +25,6 @@ its size and (when the caller knows it) its xxh3-128 were checked, so wrong byte
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import http.client
 import logging
 import os
@@ -59,13 +36,10 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO
 
-from leadio._io import writing
-
-__all__ = ["CacheStats", "ReadError", "SessionCache", "fetch_file", "read_range", "read_ranges", "read_small",
+__all__ = ["ReadError", "fetch_file", "read_range", "read_ranges", "read_small",
            "resolve"]
 
 log = logging.getLogger(__name__)
@@ -360,21 +334,6 @@ def fetch_file(location: str, dst: str | Path, expected_size: int | None = None)
         tmp.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def _flock(path: Path, blocking: bool = True) -> Iterator[bool]:
-    """Hold an exclusive flock on ``path`` (created if missing); yields False if non-blocking and taken."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            got = True
-        except BlockingIOError:
-            got = False
-        yield got
-    finally:
-        os.close(fd)  # closing the only fd of the open file description releases the lock
-
-
 def resolve(base: str, relative: str) -> str:
     """Join a shard-set location (path or URL) with a relative path from its manifest.
 
@@ -393,208 +352,9 @@ def resolve(base: str, relative: str) -> str:
     return str(Path(base) / rel)
 
 
-@dataclass
-class CacheStats:
-    """Per-process counters of a `SessionCache` (a copy sent to a worker starts from zero)."""
+def __getattr__(name: str):  # the session cache lives in its own module; these names stay importable here
+    if name in ("SessionCache", "CacheStats"):
+        from leadio import session_cache
 
-    hits: int = 0
-    misses: int = 0
-    bytes_downloaded: int = 0
-    evictions: int = 0
-
-
-class SessionCache:
-    """A size-bounded, LRU, multi-process-safe local copy of remote shards (see the module docstring).
-
-    Args:
-        directory: a local folder, shared by all ranks, workers and jobs of a node that use this cache.
-        max_bytes: bound on the folder's total size in bytes (shards, in-progress downloads, metadata).
-        wait_s: how long a download waits for room held by other processes' in-progress downloads.
-    """
-
-    def __init__(self, directory: str | Path, max_bytes: int, *, wait_s: float = 600.0) -> None:
-        if max_bytes <= 0:
-            raise ValueError(f"session cache {directory}: max_bytes must be > 0, got {max_bytes}")
-        self.directory = Path(directory)
-        self.max_bytes = int(max_bytes)
-        self.wait_s = wait_s
-        self.stats = CacheStats()
-        self._before_download: Callable[[Path], None] | None = None  # test hook: called with the reserved temp
-        self.directory.mkdir(parents=True, exist_ok=True)
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()  # holds no fds or locks: they live only inside one call
-        state["stats"], state["_before_download"] = CacheStats(), None
-        return state
-
-    def _path(self, area: str, location: str, key: str | None) -> Path:
-        if key is None:
-            base = posixpath.basename(urllib.parse.urlparse(location).path if "://" in location else location)
-            base = re.sub(r"[^A-Za-z0-9_.=+-]", "_", base).lstrip(".") or "file"
-            key = f"_by_location/{hashlib.sha256(location.encode()).hexdigest()[:24]}-{base}"
-        parts = PurePosixPath(key).parts
-        if not parts or key.startswith("/") or any(p in (".", "..") or p.startswith(".") for p in parts):
-            raise ValueError(f"session cache key {key!r} must be a relative path without '..' or hidden parts")
-        return self.directory.joinpath(area, *parts)
-
-    def _entry_lock(self, path: Path) -> Path:
-        """An entry's lock file, under ``locks/``: beside the entry, a Zarr reader of a cached catalog would list
-        it (and warn that it is not a Zarr object)."""
-        rel = path.relative_to(self.directory)
-        lock = self.directory / "locks" / rel.parent / f".{rel.name}.lock"
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        return lock
-
-    def _scan(self) -> tuple[int, int, list[tuple[int, str, int]]]:
-        """(total bytes, pinned bytes, evictable ``(mtime_ns, path, size)``); call under the cache lock.
-
-        Removes temp files whose entry lock is free (their downloader died).
-        """
-        total, pinned, evictable = 0, 0, []
-        data = self.directory / "data"
-        for dirpath, _, names in os.walk(self.directory):
-            for name in names:
-                path = Path(dirpath, name)
-                try:
-                    st = path.stat()
-                except FileNotFoundError:
-                    continue
-                m = _TEMP.match(name)
-                if m:
-                    with _flock(self._entry_lock(path.with_name(m["entry"])), blocking=False) as free:
-                        if free:
-                            log.info("session cache: removing %s left by a dead download", path)
-                            path.unlink(missing_ok=True)
-                            continue
-                total += st.st_size
-                if not name.startswith("."):
-                    if path.is_relative_to(data):
-                        evictable.append((st.st_mtime_ns, str(path), st.st_size))
-                    else:
-                        pinned += st.st_size
-        return total, pinned, evictable
-
-    def _store(self, path: Path, size: int, location: str, write: Callable[[BinaryIO], object]) -> None:
-        """Reserve ``size`` bytes (evicting LRU files), write via ``write`` into a temp file, publish it.
-
-        Call with the entry lock held.
-        """
-        if size > self.max_bytes:
-            raise ValueError(f"session cache {self.directory} holds at most {self.max_bytes} bytes but {location} "
-                             f"is {size} bytes; raise the cache size or read this set without a session cache")
-        for stale in path.parent.iterdir():  # we hold the entry lock: any temp of this entry is an orphan
-            m = _TEMP.match(stale.name)
-            if m and m["entry"] == path.name:
-                stale.unlink(missing_ok=True)
-        deadline = time.monotonic() + self.wait_s
-        while True:
-            with _flock(self.directory / ".lock"):
-                total, pinned, evictable = self._scan()
-                if total - sum(e[2] for e in evictable) + size <= self.max_bytes:
-                    excess = total + size - self.max_bytes
-                    for _, victim, victim_size in sorted(evictable):
-                        if excess <= 0:
-                            break
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(victim)
-                            self.stats.evictions += 1
-                            log.debug("session cache: evicted %s", victim)
-                        excess -= victim_size
-                    tmp = _temp_name(path)
-                    f = open(tmp, "xb")  # closed by the `with f` below
-                    f.truncate(size)  # the reservation: the temp's apparent size counts from now on
-                    break
-            if pinned + size > self.max_bytes or time.monotonic() > deadline:
-                raise ReadError(f"session cache {self.directory}: no room for {location} ({size} bytes of "
-                                f"{self.max_bytes}): {pinned} bytes of metadata, the rest held by other "
-                                f"processes' downloads; raise the cache size", location)
-            time.sleep(0.05)
-        try:
-            with f:
-                if self._before_download is not None:
-                    self._before_download(tmp)
-                with writing(path):
-                    write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            with _flock(self.directory / ".lock"):  # renames under the lock keep scans from missing the file
-                os.replace(tmp, path)
-                now = time.time_ns()  # still under the lock: an eviction in between would find it LRU-oldest
-                os.utime(path, ns=(now, now))
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def _hit(self, path: Path, size: int | None) -> bool:
-        try:
-            if size is not None and os.stat(path).st_size != size:
-                return False
-            now = time.time_ns()  # explicit ns: file timestamps may tick only every few ms
-            os.utime(path, ns=(now, now))
-        except FileNotFoundError:
-            return False
-        self.stats.hits += 1
-        return True
-
-    def local_path(self, location: str, size: int, key: str | None = None, checksum: str | None = None) -> Path:
-        """A local path holding the complete file at ``location``, downloaded on first use.
-
-        Args:
-            location: the file (local path or URL, see `read_ranges`).
-            size: its size in bytes (from the manifest); a download of another size is an error.
-            key: the cache name, e.g. ``"<set>-<manifest identity>/<bucket>/000000.tar"``; default: a hash of
-                ``location``. Keys must name immutable content (a shard set's include its manifest's hash).
-            checksum: xxh3-128 hex the download must have (from the manifest); wrong bytes are never stored.
-
-        Returns:
-            The cached file's path. It may be evicted by another process before it is opened: open it
-            promptly and retry once on `FileNotFoundError` (`read_ranges` does).
-        """
-        path = self._path("data", location, key)
-        if self._hit(path, size):
-            return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with _flock(self._entry_lock(path)):
-            if self._hit(path, size):  # another process downloaded it while we waited
-                return path
-            if path.exists():
-                log.warning("session cache: %s has the wrong size (expected %d), fetching again", path, size)
-                with _flock(self.directory / ".lock"):
-                    path.unlink(missing_ok=True)
-            self._store(path, size, location, lambda f: _copy_into(location, f, size, checksum))
-        self.stats.misses += 1
-        self.stats.bytes_downloaded += size
-        return path
-
-    def read_ranges(self, location: str, size: int, ranges: list[tuple[int, int]],
-                    key: str | None = None, checksum: str | None = None) -> list[bytes]:
-        """`read_ranges` of the cached copy of ``location`` (see `local_path`), re-fetching once if evicted."""
-        path = self.local_path(location, size, key, checksum)
-        try:
-            return _read_local(path, ranges, f"{location} (cached as {path})")
-        except FileNotFoundError:  # evicted by another process between local_path and open
-            path = self.local_path(location, size, key, checksum)
-            return _read_local(path, ranges, f"{location} (cached as {path})")
-
-    def fetch_small(self, location: str, key: str) -> Path:
-        """A local copy of a small metadata file (manifest, catalog part), kept under ``meta/``.
-
-        Such files count in the cache's total but are never evicted; the whole file (at most 256 MiB) is held
-        in memory once.
-        """
-        path = self._path("meta", location, key)
-        if self._hit(path, None):
-            return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with _flock(self._entry_lock(path)):
-            if self._hit(path, None):
-                return path
-            data = read_small(location, min(self.max_bytes, 256 * 1024**2))
-            self._store(path, len(data), location, lambda f: f.write(data))
-        self.stats.misses += 1
-        self.stats.bytes_downloaded += len(data)
-        return path
-
-    def disk_bytes(self) -> int:
-        """The folder's current total in bytes (complete files, reservations and metadata)."""
-        with _flock(self.directory / ".lock"):
-            return self._scan()[0]
+        return getattr(session_cache, name)
+    raise AttributeError(f"module 'leadio.read' has no attribute {name!r}")

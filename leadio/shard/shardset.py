@@ -33,7 +33,8 @@ from leadio.buckets import trainable_routes_on_disk
 from leadio.catalog import Catalog, load_catalog
 from leadio.format import DATASET_CONFIGS, DatasetConfig, list_frames
 from leadio.preprocess import Member, decode_member, member_layout, pipeline_hash
-from leadio.read import ReadError, SessionCache, read_small, resolve
+from leadio.read import ReadError, read_small, resolve
+from leadio.session_cache import SessionCache
 
 __all__ = ["ShardSet", "ShardSetError", "StaleShardSetError", "locate_shard_set", "open_shard_set"]
 
