@@ -26,10 +26,9 @@ import contextlib
 import logging
 import math
 import os
-import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +36,16 @@ import xxhash
 import zarr
 from tqdm import tqdm
 
-from leadio._io import file_lock, remove_stale_temps, replace_dir, temp_sibling, writing
+from leadio._io import file_lock, remove_stale_temps
 from leadio._pool import process_pool
+from leadio.catalog_store import (
+    CATALOG_NAME,
+    CATALOG_VERSION,
+    Catalog,
+    CatalogError,
+    load_catalog,
+    write_catalog,
+)
 from leadio.format import FRAME_FOLDERS, FrameReadError, RouteError, RouteInfo, discover_routes, list_frames
 from leadio.format.frame import read_meta
 from leadio.targets import planning_targets
@@ -49,15 +56,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-CATALOG_VERSION = 1
-CATALOG_NAME = "catalog.zarr"
-MAX_ROWS = 1 << 28  # far above any LEAD root (a few million frames); a larger declared shape is hostile
-MAX_ROW_ITEMS = 4096  # items per row of an N-D column (waypoints: 16, member offsets: ~17)
-
-
-class CatalogError(ValueError):
-    """A catalog is damaged or implausible (names the file, and the command that rewrites it)."""
 
 #: Boolean flags copied from every meta (docs/format.md §2 required keys).
 FLAG_KEYS = (
@@ -200,33 +198,6 @@ def _scan_one(args: tuple[Path, RouteInfo]) -> tuple[RouteInfo, dict | None, Exc
 
 
 @dataclass
-class Catalog:
-    """The catalog in memory: column arrays (one entry per row) and the routes table.
-
-    Attributes:
-        columns: name -> array of N rows (strings as object arrays).
-        routes: name -> array per route found on disk (``rel_path``, ``scenario``, ``num_frames``,
-            ``trainable``, ``filter_reason``, ``fingerprint``, ``row_start``, ``row_stop``).
-        attrs: the group's attributes (version, dataset config, scan report).
-    """
-
-    columns: dict[str, np.ndarray]
-    routes: dict[str, np.ndarray]
-    attrs: dict = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.columns["frame"])
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        return self.columns[name]
-
-    def route_rows(self) -> dict[str, tuple[int, int]]:
-        """rel_path -> (row_start, row_stop) for each catalogued route."""
-        return {str(p): (int(a), int(b)) for p, a, b in zip(self.routes["rel_path"], self.routes["row_start"],
-                                                             self.routes["row_stop"], strict=True) if b > a}
-
-
-@dataclass
 class ScanReport:
     """What a catalog scan did."""
 
@@ -252,113 +223,6 @@ class ScanReport:
             s += f"; SKIPPED {len(self.routes_skipped)} bad routes (on_error='skip'): " + "; ".join(
                 self.routes_skipped.values())
         return s
-
-
-def _put_array(group: zarr.Group, name: str, values: np.ndarray, chunks: tuple[int, ...]) -> None:
-    """Store one column; strings as Zarr v3's variable-length ``string`` type (readable by any v3 reader)."""
-    if values.dtype == object or values.dtype.kind == "U":
-        arr = group.create_array(name, shape=values.shape, dtype=str, chunks=chunks)
-        if len(values):
-            arr[...] = values.astype(str)
-    else:
-        group.create_array(name, data=values, chunks=chunks)
-
-
-def write_catalog(path: Path, catalog: Catalog) -> None:
-    """Write ``catalog`` as a Zarr v3 group at ``path`` atomically (temp folder, then rename).
-
-    Takes ``.<name>.lock`` beside ``path`` (and removes killed writers' temps under it); the group's ``files``
-    attribute lists every chunk file, so that a reader can tell a missing chunk from a fill value.
-    """
-    path = Path(path)
-    with file_lock(path.with_name(f".{path.name}.lock"), f"catalog {path}"):
-        remove_stale_temps(path)
-        tmp = temp_sibling(path)
-        try:
-            with writing(path):
-                g = zarr.open_group(tmp, mode="w", zarr_format=3)
-                n = len(catalog)
-                chunk = max(1, min(n, 1 << 16))
-                for name, values in catalog.columns.items():
-                    _put_array(g, name, values, (chunk, *values.shape[1:]))
-                rg = g.create_group("routes")
-                for name, values in catalog.routes.items():
-                    _put_array(rg, name, values, (max(1, len(values)),))
-                files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*")
-                               if p.is_file() and "/c/" in f"/{p.relative_to(tmp).as_posix()}")
-                g.attrs.update({**catalog.attrs, "files": files})
-            replace_dir(tmp, path)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _check_shapes(path: Path, g: zarr.Group, fix: str) -> None:
-    """Refuse declared shapes no catalog has, before any array is read (a hostile or damaged zarr.json)."""
-    for group_name, group in (("", g), ("routes/", g["routes"])):
-        lengths = set()
-        for name, arr in group.arrays():
-            shape = tuple(int(x) for x in arr.shape)
-            items = int(np.prod(shape[1:], dtype=np.float64)) if len(shape) > 1 else 1
-            if not shape or shape[0] > MAX_ROWS or items > MAX_ROW_ITEMS or any(x < 0 for x in shape):
-                raise CatalogError(f"catalog {path}: array {group_name}{name} declares shape {shape}, which no "
-                                   f"catalog has (at most {MAX_ROWS} rows of {MAX_ROW_ITEMS} items); the catalog is "
-                                   f"damaged or not leadio's, {fix}")
-            lengths.add(shape[0])
-        if len(lengths) > 1:
-            raise CatalogError(f"catalog {path}: the arrays of {group_name or 'the top group'} have different "
-                               f"lengths {sorted(lengths)}; the catalog is damaged, {fix}")
-
-
-def load_catalog(path: str | Path, fix: str | None = None) -> Catalog:
-    """Load a catalog written by `build_catalog` (``path`` is the root or the ``catalog.zarr`` folder).
-
-    Args:
-        path: the root or the catalog folder.
-        fix: what the user should run to rewrite this catalog (default: the catalog scan of its root).
-
-    Raises:
-        FileNotFoundError: no catalog there (says how to build one).
-        CatalogError: the catalog is damaged (a missing or unreadable chunk, an implausible shape) or was written
-            by another catalog version; names the file and ``fix``.
-    """
-    path = Path(path)
-    if path.name != CATALOG_NAME and not (path / "zarr.json").exists():
-        path = path / CATALOG_NAME
-    fix = fix or f"rebuild it with `python -m leadio.catalog --root {path.parent}`"
-    if not (path / "zarr.json").exists():
-        raise FileNotFoundError(f"no catalog at {path}; build it with `python -m leadio.catalog --root {path.parent}`")
-    try:
-        g = zarr.open_group(path, mode="r")
-        attrs = dict(g.attrs)
-    except Exception as e:  # zarr raises many types for a broken zarr.json
-        raise CatalogError(f"catalog {path}: zarr.json is unreadable ({type(e).__name__}: {e}); {fix}") from e
-    if attrs.get("format") != "leadio-catalog" or attrs.get("version") != CATALOG_VERSION:
-        raise CatalogError(f"catalog {path} has format {attrs.get('format')!r} version {attrs.get('version')!r}, "
-                           f"expected leadio-catalog version {CATALOG_VERSION}; {fix}")
-    missing = [f for f in attrs.get("files", []) if not (path / f).is_file()]
-    if missing:
-        raise CatalogError(f"catalog {path}: chunk file {missing[0]} is missing ({len(missing)} missing); the "
-                           f"catalog is incomplete, {fix}")
-    try:
-        _check_shapes(path, g, fix)
-    except CatalogError:
-        raise
-    except Exception as e:
-        raise CatalogError(f"catalog {path}: array metadata unreadable ({type(e).__name__}: {e}); {fix}") from e
-
-    def read(group, prefix: str) -> dict[str, np.ndarray]:
-        out = {}
-        for name, arr in group.arrays():
-            try:
-                data = arr[...]
-            except Exception as e:  # a damaged chunk: zstd, crc or shape errors, whatever the codec says
-                raise CatalogError(f"catalog {path}: array {prefix}{name} is damaged ({type(e).__name__}: {e}); "
-                                   f"{fix}") from e
-            out[name] = data.astype(object) if data.dtype.kind in "UOT" else np.asarray(data)
-        return out
-
-    return Catalog(columns=read(g, ""), routes=read(g["routes"], "routes/"), attrs=attrs)
 
 
 def build_catalog(root: str | Path, *, workers: int = 1, on_error: str = "raise", progress: bool = True,
