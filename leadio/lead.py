@@ -15,6 +15,9 @@ Where the spec and the reference's code differ, the reference wins (each is mark
 - Yaw class / residual are LEAD's ``angle2class`` in float64 (numpy 1.26 promotes float32 box values to
   float64 there); the CornerNet radius too. The Gaussian kernels are numpy's float32 ``gaussian2d`` values
   (a lookup table built on the host), so heatmaps are bit-equal to LEAD's on any device.
+- ``rgb`` is the loader's tensor: LEAD's values, shape and dtype, in channels-last memory (LEAD's collate
+  gives a contiguous one; no model op depends on it, and a copy would cost 85 MB per batch of 64). Every
+  other tensor is contiguous.
 - ``hdmap`` is the same tensor as ``bev_semantic`` (LEAD merges the boxes into the map array in place).
 - ``previous_command`` equals ``command`` (both keypoint 0, §9.4).
 - ``perturbation_translation`` / ``_rotation`` hold the meta's values for both views (LEAD's numeric-meta
@@ -150,17 +153,28 @@ def centernet_targets(
     ey = r[:, _EY].double() * (gh / BEV_SIZE[0])
 
     heatmap = torch.zeros(bsz * num_classes * gh * gw, device=dev)
+    centre = (b_idx * num_classes + cls) * (gh * gw) + iy * gw + ix  # the heatmap cell of each row's centre
     if len(r):
         radius = _gaussian_radius(ey, ex, min_overlap).trunc().clamp(min=min_radius).long()  # int(), max(2, .)
         rmax = int(radius.max())  # the host sync
-        table = _kernel_table(rmax, dev)[radius]  # (M, K, K)
+        # Rows with the same centre cell and radius draw the same kernel there, and a max-merge is idempotent:
+        # draw each once (LEAD's zero padding is 90 - n identical rows per sample).
+        drawn = torch.unique(centre * (rmax + 1) + radius)
+        d_centre, d_radius = drawn // (rmax + 1), drawn % (rmax + 1)
+        d_iy, d_ix = (d_centre % (gh * gw)) // gw, d_centre % gw
+        table = _kernel_table(rmax, dev)[d_radius]  # (D, K, K)
         off = torch.arange(-rmax, rmax + 1, device=dev)
-        ys, xs = iy[:, None] + off[None], ix[:, None] + off[None]  # (M, K)
+        ys, xs = d_iy[:, None] + off[None], d_ix[:, None] + off[None]  # (D, K)
         inside = ((ys >= 0) & (ys < gh))[:, :, None] & ((xs >= 0) & (xs < gw))[:, None, :]
-        plane = (b_idx * num_classes + cls) * (gh * gw)
-        index = plane[:, None, None] + ys.clamp(0, gh - 1)[:, :, None] * gw + xs.clamp(0, gw - 1)[:, None, :]
+        index = (d_centre - d_iy * gw - d_ix)[:, None, None] + ys.clamp(0, gh - 1)[:, :, None] * gw
+        index = index + xs.clamp(0, gw - 1)[:, None, :]
         heatmap.scatter_reduce_(0, index.reshape(-1), torch.where(inside, table, 0.0).reshape(-1), "amax")
     heatmap = heatmap.view(bsz, num_classes, gh, gw)
+    if len(r) and _ones_only_at_centres(rmax):  # the cells == 1 are the distinct centres: no pass over the map
+        ones = torch.unique(centre) // (num_classes * gh * gw)
+        avg_factor = torch.bincount(ones, minlength=bsz).clamp(min=1)
+    else:
+        avg_factor = heatmap.eq(1).flatten(1).sum(1).clamp(min=1)
 
     cell = b_idx * (gh * gw) + iy * gw + ix
     order = torch.arange(cell.numel(), device=dev)
@@ -173,23 +187,30 @@ def centernet_targets(
     yaw_res = shifted - (yaw_class * bin_width + bin_width / 2)
     b_w, iy_w, ix_w = b_idx[win], iy[win], ix[win]
 
-    def plane(channels: int, values: Tensor, dtype: torch.dtype) -> Tensor:  # (M, channels) at the winners
-        out = torch.zeros(bsz, gh, gw, channels, dtype=dtype, device=dev)
-        out[b_w, iy_w, ix_w] = values[win].to(dtype)
-        return out.permute(0, 3, 1, 2)
+    def plane(values: Tensor, dtype: torch.dtype) -> Tensor:  # (B, C, gh, gw), (M, C) values at the winners
+        out = torch.zeros(bsz, values.shape[1], gh, gw, dtype=dtype, device=dev)
+        out[b_w, :, iy_w, ix_w] = values[win].to(dtype)
+        return out
 
     f32 = torch.float32
     return {
         "heatmap": heatmap,
-        "wh": plane(2, torch.stack([ex, ey], 1), f32),
-        "offset": plane(2, torch.stack([cx - ix, cy - iy], 1), f32),
-        "yaw_class": plane(1, yaw_class[:, None], torch.int32)[:, 0],
-        "yaw_res": plane(1, yaw_res[:, None], f32),
-        "velocity": plane(1, r[:, _SPEED, None], f32),
-        "brake": plane(1, torch.round(r[:, _BRAKE])[:, None], torch.int32)[:, 0],
-        "pixel_weight": plane(1, torch.ones_like(cx)[:, None], f32).expand(-1, 2, -1, -1).contiguous(),
-        "avg_factor": heatmap.eq(1).flatten(1).sum(1).clamp(min=1),
+        "wh": plane(torch.stack([ex, ey], 1), f32),
+        "offset": plane(torch.stack([cx - ix, cy - iy], 1), f32),
+        "yaw_class": plane(yaw_class[:, None], torch.int32)[:, 0],
+        "yaw_res": plane(yaw_res[:, None], f32),
+        "velocity": plane(r[:, _SPEED, None], f32),
+        "brake": plane(torch.round(r[:, _BRAKE])[:, None], torch.int32)[:, 0],
+        "pixel_weight": plane(torch.ones(len(cx), 2, device=dev), f32),
+        "avg_factor": avg_factor,
     }
+
+
+@lru_cache(maxsize=8)
+def _ones_only_at_centres(rmax: int) -> bool:
+    """Whether each kernel of radius <= rmax is 1 at its centre only (float32 exp(-d²/2σ²) rounds to 1 off the
+    centre only for σ in the thousands of cells)."""
+    return int((_kernel_table_host(rmax) == 1).sum()) == rmax + 1
 
 
 def radar_detections(boxes: Tensor, num_queries: int = NUM_RADAR_QUERIES) -> Tensor:
@@ -294,7 +315,7 @@ def to_lead_batch(batch: dict, device: str | torch.device | None = None, *, plan
         radar = get("radar").float()
         out["radar"] = radar
         per = radar.shape[1] // 4
-        out.update({f"radar{i + 1}": radar[:, i * per : (i + 1) * per] for i in range(4)})
+        out.update({f"radar{i + 1}": radar[:, i * per : (i + 1) * per].contiguous() for i in range(4)})
     if "target_point" in batch:
         out.update({lead: get(key).double() for key, lead in _TARGET_KEYS.items()})
         out["previous_command"] = out["command"]  # reference: cmd[0] for both (§9.4)
