@@ -106,15 +106,16 @@ def test_errors_are_raised_at_their_batch_turn_and_the_threads_keep_serving():
     assert threads.threads == []
 
 
-def test_no_threads_or_shared_memory_left_after_the_loader_is_deleted(shard_dir):
-    warm = open_dataset(shard_dir, batch_size=2, backend="cpu", num_workers=2, keys=["rgb", "targets"])
-    next(iter(warm))  # libraries start their lazy thread pools once per process
+@pytest.mark.parametrize("backend", ["cpu", "dali"])  # dali: one pipeline (and its threads) per decode thread
+def test_no_threads_or_shared_memory_left_after_the_loader_is_deleted(shard_dir, backend):
+    warm = open_dataset(shard_dir, batch_size=2, backend=backend, num_workers=2, keys=["rgb", "targets"])
+    assert next(iter(warm))["rgb"].sum() > 0  # libraries (and torch's OpenMP pool) start lazy pools once per process
     del warm
     gc.collect()
     shm, native = _shm(), _native_threads()
     assert _decode_threads() == []
     for persistent in (True, False):
-        ld = open_dataset(shard_dir, batch_size=2, backend="cpu", num_workers=2, keys=["rgb", "targets"],
+        ld = open_dataset(shard_dir, batch_size=2, backend=backend, num_workers=2, keys=["rgb", "targets"],
                           persistent_workers=persistent)
         it = iter(ld)
         batch = next(it)
