@@ -447,3 +447,30 @@ def test_avg_factor_from_distinct_centres_equals_counting_the_map(monkeypatch):
     slow = centernet_targets(boxes)
     for key in fast:
         assert torch.equal(fast[key], slow[key]), key
+
+
+def test_lead_batches_reuse_buffers_and_never_overwrite_a_kept_batch(hand_route):
+    """LeadBatches writes depth and rasterized_lidar into reused buffers: the values equal a fresh conversion,
+    a batch the user keeps is left as it was, and a dropped batch's buffers are written again."""
+    from leadio import open_dataset
+    from leadio.shard import build_shard_set
+
+    root, _ = hand_route
+    report = build_shard_set(root, "full_pretrain", workers=1, samples_per_shard=8, progress=False)
+    compact = open_dataset(report.set_dir, batch_size=4, backend="cpu", seed=1)
+    expected = [to_lead_batch(b) for _ in range(2) for b in compact]  # two epochs
+    loader = open_dataset(report.set_dir, output="lead", batch_size=4, backend="cpu", seed=1)
+    kept, pointers = None, []
+    for _ in range(2):
+        for batch in loader:
+            for key, value in expected[len(pointers)].items():
+                if not key.startswith("loading"):
+                    assert torch.equal(batch[key], value), (len(pointers), key)
+            pointers.append(batch["depth"].data_ptr())
+            kept = batch if kept is None else kept
+            del batch  # the loop variable would keep it alive while the next batch is built
+    assert len(pointers) == len(expected) == 8
+    for key in ("depth", "rasterized_lidar"):
+        assert torch.equal(kept[key], expected[0][key]), key  # 7 conversions later, still the first batch
+    assert pointers[0] not in pointers[1:] and len(set(pointers[1:])) == 1  # one buffer serves the rest
+    assert loader._buffers._ring.allocated == 2
