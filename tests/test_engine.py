@@ -30,7 +30,10 @@ def shard_dir(tmp_path_factory, synth_root_template) -> Path:
 
 
 def _shm() -> set[str]:
-    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    """/dev/shm entries, less the ``sem.mp-*`` locks that multiprocessing in tests running beside this one
+    (pytest-xdist) creates and removes at any moment; the engine creates no multiprocessing objects."""
+    names = os.listdir("/dev/shm") if os.path.isdir("/dev/shm") else []
+    return {n for n in names if not n.startswith("sem.mp-")}
 
 
 def _native_threads() -> int:
