@@ -36,7 +36,7 @@ from pathlib import Path
 import lz4.block
 import numpy as np
 
-from leadio.format import DatasetConfig, read_frame
+from leadio.format import DatasetConfig, frame_file, read_frame
 from leadio.format.errors import FrameReadError
 from leadio.targets import (
     LIDAR_USED_TIME_STEPS,
@@ -168,6 +168,11 @@ def preprocess_frame(route_dir: str | Path, frame: int, config: DatasetConfig) -
         p = view == "perturbated"
         raw = read_frame(route_dir, frame, config, view=view,
                          modalities=("rgb_jpeg", "semantics", "depth", "hdmap", "radar"))
+        if raw["depth"].dtype != np.uint8:  # the member holds LEAD's 8-bit encoding (v/255*50 m) only
+            raise FrameReadError(route_dir, frame, frame_file(route_dir, "depth", frame, view),
+                                 f"depth PNG is {raw['depth'].dtype} (LEAD's optional 16-bit depth, "
+                                 "save_depth_bits=16); leadio stores 8-bit depth only: record the route with "
+                                 "8-bit depth")
         try:
             rows, count = box_rows(boxes, meta, config, p)
             arrays = {

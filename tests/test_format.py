@@ -182,3 +182,20 @@ def test_dataset_config_from_root(tmp_path):
                                                   "carla_leaderboard2"):
         dataset_config_for_root(tmp_path, name="nuscenes")
     assert CONFIG.bev_height == 320 and CONFIG.bev_width == 384 and CONFIG.depth_width == 288
+
+
+def test_a_16_bit_depth_png_is_refused_at_build_naming_the_file(hand_route):
+    """LEAD's optional 16-bit depth decodes (read_depth gives uint16) but the shards store 8-bit depth: the
+    build refuses it naming the file, instead of writing a member that cannot be decoded."""
+    import cv2
+
+    from leadio.preprocess import preprocess_frame
+
+    route, _, _ = hand_route
+    assert set(preprocess_frame(route, 0, CONFIG))  # the 8-bit route builds
+    ok, png = cv2.imencode(".png", np.full((CONFIG.depth_height, CONFIG.depth_width), 40000, np.uint16))
+    (route / "depth_perturbated" / "0000.png").write_bytes(png.tobytes())
+    assert read_frame(route, 0, CONFIG, view="perturbated", modalities=["depth"])["depth"].dtype == np.uint16
+    with pytest.raises(FrameReadError, match=r"frame 0000, file .*depth_perturbated/0000\.png: depth PNG is "
+                                             r"uint16 \(LEAD's optional 16-bit depth"):
+        preprocess_frame(route, 0, CONFIG)
