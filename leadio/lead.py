@@ -301,7 +301,7 @@ def to_lead_batch(batch: dict, device: str | torch.device | None = None, *, plan
         return batch[key].to(dev, non_blocking=True)
 
     n = len(batch["row"])
-    buffers = out if out is not None and dev.type == "cpu" else {}
+    buffers = _check_buffers(out, batch) if out is not None and dev.type == "cpu" else {}
     out = {}
     if "rgb" in batch:
         out["rgb"] = get("rgb")
@@ -341,6 +341,28 @@ def to_lead_batch(batch: dict, device: str | torch.device | None = None, *, plan
     out["source_dataset"] = torch.full((n,), SOURCE_DATASET_CARLA, dtype=torch.int64, device=dev)
     for key in ("loading_time", "loading_meta_time", "loading_sensor_time"):
         out[key] = torch.zeros(n, dtype=torch.float64, device=dev)
+    return out
+
+
+def _check_buffers(out: dict[str, Tensor], batch: dict) -> dict[str, Tensor]:
+    """``out`` of `to_lead_batch`, checked against the shapes the batch gives; a clear error otherwise."""
+    n = len(batch["row"])
+    expected = {}
+    if "depth" in batch:
+        h, w = batch["depth"].shape[-2:]
+        expected["depth"] = (n, h * DEPTH_RESOLUTION_RATIO, w * DEPTH_RESOLUTION_RATIO)
+    if "lidar" in batch:
+        expected["rasterized_lidar"] = tuple(batch["lidar"].shape)
+    unknown = sorted(set(out) - {"depth", "rasterized_lidar"})
+    if unknown:
+        raise ValueError(f"to_lead_batch(out=...): buffers are taken for 'depth' and 'rasterized_lidar' only, "
+                         f"got {unknown}")
+    for key, buf in out.items():
+        if key in expected and (tuple(buf.shape) != expected[key] or buf.dtype != torch.float32
+                                or buf.device.type != "cpu" or not buf.is_contiguous()):
+            raise ValueError(f"to_lead_batch(out=...): buffer {key!r} is {buf.dtype} {tuple(buf.shape)} on "
+                             f"{buf.device} (contiguous: {buf.is_contiguous()}); this batch needs a contiguous "
+                             f"CPU float32 {expected[key]}")
     return out
 
 

@@ -474,3 +474,23 @@ def test_lead_batches_reuse_buffers_and_never_overwrite_a_kept_batch(hand_route)
         assert torch.equal(kept[key], expected[0][key]), key  # 7 conversions later, still the first batch
     assert pointers[0] not in pointers[1:] and len(set(pointers[1:])) == 1  # one buffer serves the rest
     assert loader._buffers._ring.allocated == 2
+
+
+def test_to_lead_batch_out_buffers_are_checked():
+    n = 2
+    batch = {"row": torch.arange(n), "view": torch.zeros(n, dtype=torch.uint8),
+             "depth": torch.randint(0, 256, (n, 4, 6), dtype=torch.uint8),
+             "lidar": torch.randint(0, 6, (n, 1, 8, 8), dtype=torch.uint8)}
+    fresh = to_lead_batch(batch)
+    out = {"depth": torch.full((n, 16, 24), -1.0), "rasterized_lidar": torch.full((n, 1, 8, 8), -1.0)}
+    into = to_lead_batch(batch, out=out)
+    assert into["depth"] is out["depth"] and into["rasterized_lidar"] is out["rasterized_lidar"]
+    assert torch.equal(into["depth"], fresh["depth"]) and torch.equal(into["rasterized_lidar"],
+                                                                      fresh["rasterized_lidar"])
+    with pytest.raises(ValueError, match=r"buffer 'depth' is torch.float32 \(2, 16, 25\) on cpu \(contiguous: True\); "
+                                         r"this batch needs a contiguous CPU float32 \(2, 16, 24\)"):
+        to_lead_batch(batch, out={"depth": torch.zeros(n, 16, 25)})
+    with pytest.raises(ValueError, match=r"buffer 'rasterized_lidar' is torch.float64"):
+        to_lead_batch(batch, out={"rasterized_lidar": torch.zeros(n, 1, 8, 8, dtype=torch.float64)})
+    with pytest.raises(ValueError, match=r"'depth' and 'rasterized_lidar' only, got \['rgb'\]"):
+        to_lead_batch(batch, out={"rgb": torch.zeros(1)})
