@@ -109,7 +109,7 @@ def test_errors_are_raised_at_their_batch_turn_and_the_threads_keep_serving():
     assert threads.threads == []
 
 
-@pytest.mark.parametrize("backend", ["cpu", "dali"])  # dali: one pipeline (and its threads) per decode thread
+@pytest.mark.parametrize("backend", ["cpu", "dali"])  # dali: its pipeline holds threads too
 def test_no_threads_or_shared_memory_left_after_the_loader_is_deleted(shard_dir, backend):
     warm = open_dataset(shard_dir, batch_size=2, backend=backend, num_workers=2, keys=["rgb", "targets"])
     assert next(iter(warm))["rgb"].sum() > 0  # libraries (and torch's OpenMP pool) start lazy pools once per process
