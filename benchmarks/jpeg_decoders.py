@@ -3,9 +3,9 @@ backend without a GPU). ``python -m benchmarks.jpeg_decoders --root R [--threads
 
 Decodes the first ``--images`` JPEG members of the shard sets under ``R/shards`` into a reused batch buffer
 (batches of ``--batch``), with 1..N threads each running its own decoder (for DALI: a one-thread pipeline per
-thread, as the loader runs it), and prints images/s per decoder, with and without DALI's copy into the batch
-buffer, the DALI/simplejpeg ratio, and whether both decode every image to the same pixels. This is the ceiling
-of the ``dali`` row of `benchmarks.loader_throughput` on a machine without a GPU.
+thread, so each decoder's rate is measured on its own cores). Prints images/s per decoder, with and without
+DALI's copy into the batch buffer, the DALI/simplejpeg ratio, and whether both decode every image to the same
+pixels. This bounds the ``dali`` row of `benchmarks.loader_throughput` on a machine without a GPU.
 """
 
 from __future__ import annotations
