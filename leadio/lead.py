@@ -16,7 +16,7 @@ Where the spec and the reference's code differ, the reference wins (each is mark
   float64 there); the CornerNet radius too. The Gaussian kernels are numpy's float32 ``gaussian2d`` values
   (a lookup table built on the host), so heatmaps are bit-equal to LEAD's on any device.
 - ``rgb`` is the loader's tensor: LEAD's values, shape and dtype, in channels-last memory (LEAD's collate
-  gives a contiguous one; no model op depends on it, and a copy would cost 85 MB per batch of 64). Every
+  gives a contiguous one; torch ops accept either layout, and a copy would cost 85 MB per batch of 64). Every
   other tensor is contiguous.
 - ``hdmap`` is the same tensor as ``bev_semantic`` (LEAD merges the boxes into the map array in place).
 - ``previous_command`` equals ``command`` (both keypoint 0, §9.4).
