@@ -4,7 +4,7 @@ One pipeline per loader, fed through ``fn.external_source`` with a batch's JPEG 
 threads (`leadio.engine`), never by the training loop: while one thread runs the pipeline (DALI's own
 ``num_threads`` decode the batch, the GIL released), the others read and inflate the next batches, so DALI is
 fed ahead of the consumer. Without a GPU the pipeline's CPU decoder is the limit, not the feeding: on the same
-images, to the same pixels, it decodes at 0.6-0.77x simplejpeg's rate (``python -m benchmarks.jpeg_decoders``),
+images, to the same pixels, it decodes at about 0.7x simplejpeg's rate (``python -m benchmarks.jpeg_decoders``),
 and one single-threaded pipeline per decode thread, without the lock, measured the same as this design (818-845
 against 789-885 samples/s, 3 alternating rounds on 2 cores).
 
