@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from benchmarks.loader_throughput import choose_rows, chosen_collection, ensure_shard_set
     from benchmarks.reference_loaders import sample_refs
     from leadio.dataset import open_dataset
-    from leadio.preprocess import member_name
+    from leadio.schema import member_name
 
     device = torch.device("cuda", 0)
     ss = ensure_shard_set(args.root, workers=os.cpu_count() or 1, samples_per_shard=None)

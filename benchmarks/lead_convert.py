@@ -27,9 +27,10 @@ import numpy as np
 import torch
 
 from leadio.decode.cpu import decode_batch
-from leadio.format import DATASET_CONFIGS
+from leadio.format.config import DATASET_CONFIGS
 from leadio.lead import LeadBuffers, to_lead_batch
-from leadio.preprocess import member_layout, member_name, preprocess_frame
+from leadio.preprocess import preprocess_frame
+from leadio.schema import member_layout, member_name
 
 BATCH = 64
 

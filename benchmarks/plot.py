@@ -66,7 +66,7 @@ def plot_results(doc: dict, path: str | Path, *, date: str | None = None, extra_
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from leadio._io import atomic_write_bytes
+    from leadio.files import atomic_write_bytes
 
     meta, rows = doc.get("meta", {}), doc["rows"]
     if not rows:

@@ -1,6 +1,6 @@
 """The reference ways of loading a LEAD sample that the throughput benchmark puts beside leadio.
 
-Each loader here yields, per sample, the dict a leadio batch holds for that sample (`leadio.decode.fields`):
+Each loader here yields, per sample, the dict a leadio batch holds for that sample (`leadio.schema`):
 ``rgb`` uint8 (3, 384, 1152), ``semantic``, ``depth`` uint8 (96, 288), ``lidar`` uint8 counts (1, 320, 384),
 ``bev_semantic``, ``radar`` float16 (300, 5), ``boxes`` float32 (90, 9), the planning targets split into named
 float32 arrays, ``row`` (catalog row of the shard set) and ``view`` (always 0: the benchmark reads the normal
@@ -50,11 +50,12 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from leadio.decode.cpu import split_targets
-from leadio.decode.fields import FIELD_MEMBER
-from leadio.format import DatasetConfig, frame_file, load_lzma_pickle, read_frame
-from leadio.preprocess import Member, member_layout, member_name
+from leadio.format.config import DatasetConfig
+from leadio.format.frame import frame_file, read_frame
+from leadio.format.pickles import load_lzma_pickle
 from leadio.preprocess import targets_record as preprocess_targets_record
-from leadio.shard import ShardSet
+from leadio.schema import FIELD_MEMBER, Member, member_layout, member_name
+from leadio.shard.shardset import ShardSet
 from leadio.targets import (
     LIDAR_USED_TIME_STEPS,
     bev_semantic,

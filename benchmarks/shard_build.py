@@ -13,9 +13,9 @@ import shutil
 import time
 from pathlib import Path
 
-from leadio.buckets import load_or_build
-from leadio.format import dataset_config_for_root
-from leadio.shard import build_shard_set, shard_set_dir
+from leadio.buckets.builders import load_or_build
+from leadio.format.config import dataset_config_for_root
+from leadio.shard.build import build_shard_set, shard_set_dir
 
 
 def _raw_bytes(root: Path, routes: set[str], frames_per_route: dict[str, list[int]]) -> int:

@@ -25,8 +25,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
-    from leadio.dataset import open_dataset
-    from leadio.shard import build_shard_set
+    from leadio.dataset import SampleDataset, open_dataset
+    from leadio.shard.build import build_shard_set
     from leadio.synth import generate_root
 
     root = Path(args.root)
@@ -42,13 +42,14 @@ def main() -> None:
             n = sum(len(b["row"]) for b in loader)
             best[verify] = max(best[verify], n / (time.perf_counter() - t0))
     ss = loader.shard_set
+    samples = SampleDataset(ss)
     per_sample = {True: [], False: []}  # read + decode of every sample (one view), interleaved rounds
     for _ in range(args.rounds):
         for verify in (False, True):
             ss.verify = verify
             t0 = time.perf_counter()
             for row in range(len(ss)):
-                ss.read_sample(row)
+                samples[row]
             per_sample[verify].append((time.perf_counter() - t0) / len(ss))
     for row in range(len(ss)):
         blobs += [ss.read_member_bytes(row, m) for m in ss.members if m.endswith("_n." + m.rsplit(".", 1)[-1])]

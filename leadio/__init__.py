@@ -9,36 +9,21 @@ read, decode, dataset)::
 Names are imported on first use, so ``python -m leadio.synth`` or a catalog scan does not pay for torch.
 """
 
-from __future__ import annotations
-
-import importlib
+from leadio.lazy import lazy_exports
 
 __version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
 
-__all__ = [
-    "__version__",
-    "Bucket",
-    "BucketCollection",
-    "LeadLoader",
-    "SampleDataset",
-    "ShardSet",
-    "build_shard_set",
-    "load_or_build",
-    "open_dataset",
-    "open_shard_set",
-]
-
 _HOME = {
-    "Bucket": "leadio.buckets", "BucketCollection": "leadio.buckets", "load_or_build": "leadio.buckets",
+    "Bucket": "leadio.buckets.collection", "BucketCollection": "leadio.buckets.collection",
+    "load_or_build": "leadio.buckets.builders",
     "LeadLoader": "leadio.dataset", "SampleDataset": "leadio.dataset", "open_dataset": "leadio.dataset",
-    "ShardSet": "leadio.shard", "build_shard_set": "leadio.shard", "open_shard_set": "leadio.shard",
+    "LoaderConfig": "leadio.loader_config",
+    "ShardSet": "leadio.shard.shardset", "open_shard_set": "leadio.shard.shardset",
+    "build_shard_set": "leadio.shard.build",
+    "LeadBatches": "leadio.lead.batch", "to_lead_batch": "leadio.lead.batch",
 }
-
-
-def __getattr__(name: str):
-    if name in _HOME:
-        return getattr(importlib.import_module(_HOME[name]), name)
-    raise AttributeError(f"module 'leadio' has no attribute {name!r}")
+__all__ = ["__version__", *sorted(_HOME)]
+__getattr__, _dir = lazy_exports(__name__, _HOME)
 
 
 def __dir__() -> list[str]:

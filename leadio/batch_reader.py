@@ -2,9 +2,11 @@
 
 `BatchReader.read_raw` reads the members of a batch's samples by byte range (one ``pread`` per sample on a
 local set, member by member through the session cache on a remote one), checks their hashes, and records which
-samples could not be read; `BatchReader.load` decodes them into a slot of the engine's ring (`leadio.engine`),
-the JPEGs through DALI when asked, and replaces unreadable samples by a good one of the same batch when the
-user chose ``on_error="skip"``. It holds no epoch state: the loader (`leadio.dataset`) passes rows and views.
+samples could not be read; `BatchReader.load` decodes them into a slot of the engine's ring (`leadio.engine`)
+with the loader's decode backend (`leadio.decode.BACKENDS`), and replaces unreadable samples by a good one of
+the same batch when the user chose ``on_error="skip"``. It is the one way a sample is read and decoded: the
+loader and `leadio.dataset.SampleDataset` both use it. It holds no epoch state: the caller passes rows and
+views.
 """
 
 from __future__ import annotations
@@ -12,24 +14,27 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from torch.utils.data import Dataset
 
-from leadio.decode.cpu import batch_views, decode_into
-from leadio.decode.dali import DaliDecoder
+from leadio.decode.cpu import batch_views
 from leadio.engine import BatchRing
-from leadio.preprocess import Member, member_name
+from leadio.schema import Member, member_name
 from leadio.shard.shardset import ShardSet, ShardSetError
 
 __all__ = ["BatchReader"]
 
 
-class BatchReader(Dataset):
-    """Map-style dataset over batch descriptors (epoch, start, world, rank, batch index)."""
+class BatchReader:
+    """Reads and decodes batches of samples of one shard set.
 
-    def __init__(self, shard_set: ShardSet, plans, members: dict[str, Member], batch_size: int,
-                 backend: str, on_error: str):
-        self.ss, self.plans, self.members = shard_set, plans, members
-        self.batch_size, self.backend, self.on_error = batch_size, backend, on_error
+    Args:
+        shard_set: the opened set.
+        members: the members to read (`leadio.schema.members_for_keys`).
+        decoder: a backend instance of `leadio.decode.BACKENDS`.
+        on_error: ``"raise"`` (the first unreadable sample raises `ShardSetError`) or ``"skip"``.
+    """
+
+    def __init__(self, shard_set: ShardSet, members: dict[str, Member], decoder, on_error: str):
+        self.ss, self.members, self.decoder, self.on_error = shard_set, members, decoder, on_error
         # catalog columns of the members per view (0 normal, 1 perturbated)
         self._cols = np.array([[shard_set.members.index(member_name(m, v)) for m in members.values()]
                                for v in ("normal", "perturbated")], np.int64)
@@ -59,7 +64,7 @@ class BatchReader(Dataset):
                         raw[name][i] = self.ss.read_member_bytes(row, member_name(member, ("normal", "perturbated")[v]))
                 except (ShardSetError, OSError) as e:
                     failures[int(i)] = str(e).removeprefix(f"{self.ss.describe(row)}: ")
-                    self._check(rows, failures)
+                    self.check(rows, failures)
         finally:
             for fd in fds.values():
                 os.close(fd)
@@ -92,7 +97,8 @@ class BatchReader(Dataset):
             raw[name][i] = member
         return True
 
-    def _check(self, rows: np.ndarray, failures: dict[int, str]) -> None:
+    def check(self, rows: np.ndarray, failures: dict[int, str]) -> None:
+        """Raise `ShardSetError` for the first failed sample, unless the user chose ``on_error="skip"``."""
         if failures and self.on_error != "skip":
             i = min(failures)
             raise ShardSetError(f"{self.ss.describe(int(rows[i]))}: {failures[i]}")
@@ -109,28 +115,17 @@ class BatchReader(Dataset):
                 value[i] = value[good[0]]
         return names
 
-    def load(self, rows: np.ndarray, views: np.ndarray, ring: BatchRing, dali: DaliDecoder | None) -> dict:
+    def load(self, rows: np.ndarray, views: np.ndarray, ring: BatchRing) -> dict:
         """Read and decode one batch into a slot of ``ring``; ``_bad`` lists the substituted samples."""
         slot = ring.acquire()
         try:
             raw, failures = self.read_raw(rows, views)
-            jpeg = {k: m for k, m in self.members.items() if m.encoding == "jpeg"}
-            decode_into(raw, self.members if dali is None else {k: m for k, m in self.members.items()
-                                                                   if k not in jpeg}, slot.arrays, failures)
-            self._check(rows, failures)
-            rgb = None
-            if dali is not None and jpeg:
-                good = next((i for i in range(len(rows)) if i not in failures), None)
-                if good is None:
-                    self._substitute({}, rows, failures)  # raises: nothing to substitute with
-                blobs = [raw["rgb"][good if i in failures else i] for i in range(len(rows))]
-                rgb = dali.decode_jpegs(blobs, out=slot.tensors["rgb"] if "rgb" in slot.tensors else None)
+            elsewhere = self.decoder.decode(raw, self.members, slot.arrays, slot.tensors, failures)
+            self.check(rows, failures)
         except BaseException:
             ring.give_back(slot)
             raise
-        buffers = ring.lend(slot)  # from here the slot returns to the ring when the batch is dropped
-        if rgb is not None and rgb.device.type != "cpu":
-            buffers["rgb"] = rgb  # nvJPEG output, on the GPU
+        buffers = {**ring.lend(slot), **elsewhere}  # from here the slot returns to the ring when the batch is dropped
         out = batch_views(buffers, self.members, rows, views)
         out["_bad"] = self._substitute(out, rows, failures) if failures else []
         return out

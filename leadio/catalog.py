@@ -36,24 +36,22 @@ import xxhash
 import zarr
 from tqdm import tqdm
 
-from leadio._io import file_lock, remove_stale_temps
 from leadio._pool import process_pool
 from leadio.catalog_store import (
     CATALOG_NAME,
     CATALOG_VERSION,
     Catalog,
-    CatalogError,
     load_catalog,
     write_catalog,
 )
-from leadio.format import FRAME_FOLDERS, FrameReadError, RouteError, RouteInfo, discover_routes, list_frames
+from leadio.files import file_lock, remove_stale_temps
+from leadio.format.errors import FrameReadError, RouteError
 from leadio.format.frame import read_meta
-from leadio.targets import planning_targets
+from leadio.format.routes import FRAME_FOLDERS, RouteInfo, discover_routes, list_frames
+from leadio.schema import scenario_type
+from leadio.targets.planning import planning_targets
 
-__all__ = [
-    "CATALOG_VERSION", "Catalog", "CatalogError", "ScanReport", "build_catalog", "load_catalog", "main",
-    "route_fingerprint", "write_catalog",
-]
+__all__ = ["ScanReport", "build_catalog", "main", "route_fingerprint"]
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +128,6 @@ def _route_curvature(route: np.ndarray) -> float:
     return turn / length
 
 
-def _scenario_type(meta: dict) -> str:
-    return meta.get("current_active_scenario_type") or meta.get("previous_active_scenario_type") or "NA"
-
-
 def scan_route(root: Path, info: RouteInfo) -> dict[str, np.ndarray]:
     """Read one route's metas into catalog columns (one entry per frame)."""
     route_dir = info.path(root)
@@ -169,7 +163,7 @@ def scan_route(root: Path, info: RouteInfo) -> dict[str, np.ndarray]:
         "scenario": np.array([info.scenario] * n, dtype=object),
         "town": np.array([str(m["town"]) for m in metas], dtype=object),
         "weather": np.array([str(m["weather_setting"]) for m in metas], dtype=object),
-        "scenario_type": np.array([_scenario_type(m) for m in metas], dtype=object),
+        "scenario_type": np.array([scenario_type(m) for m in metas], dtype=object),
         "route_num_frames": np.full(n, n, dtype=np.int32),
         "route_length_m": np.full(n, dist[-1], dtype=np.float32),
         "dist_from_start_m": dist.astype(np.float32),
@@ -251,7 +245,7 @@ def build_catalog(root: str | Path, *, workers: int = 1, on_error: str = "raise"
 
 
 def _build_catalog(root: Path, workers: int, on_error: str, progress: bool, dataset_config: str | None) -> ScanReport:
-    from leadio.format import dataset_config_for_root
+    from leadio.format.config import dataset_config_for_root
 
     t0 = time.perf_counter()
     path = root / CATALOG_NAME

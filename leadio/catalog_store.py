@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from leadio._io import file_lock, remove_stale_temps, replace_dir, temp_sibling, writing
+from leadio.files import file_lock, remove_stale_temps, replace_dir, temp_sibling, writing
 
 __all__ = ["CATALOG_NAME", "CATALOG_VERSION", "Catalog", "CatalogError", "load_catalog", "write_catalog"]
 
-CATALOG_VERSION = 1
+#: 2: ``scenario_type`` follows LEAD's rule (`leadio.schema.scenario_type`): a current "NA" falls back to the
+#: previous type, as the stored ``scenario_type_id`` always did; version-1 catalogs said "NA" there.
+CATALOG_VERSION = 2
 CATALOG_NAME = "catalog.zarr"
 MAX_ROWS = 1 << 28  # far above any LEAD root (a few million frames); a larger declared shape is hostile
 MAX_ROW_ITEMS = 4096  # items per row of an N-D column (waypoints: 16, member offsets: ~17)

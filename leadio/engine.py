@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from leadio.decode.cpu import torch_dtype
-from leadio.preprocess import Member
+from leadio.schema import Member
 
 __all__ = ["BatchRing", "DecodeThreads", "Slot", "default_workers"]
 

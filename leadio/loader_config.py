@@ -1,23 +1,25 @@
 """The loader's options as one frozen value: `LoaderConfig`.
 
-`open_dataset` keeps its keyword arguments for users and builds a `LoaderConfig` from them first, so a bad
-option fails in ``__post_init__`` before any shard set is opened; `LeadLoader` receives the config with its
-environment-dependent fields resolved (topology, backend, shuffle). The messages are the ones the later stages
+`LoaderConfig` is the single home of the loader's options and their defaults: ``open_dataset(source, config,
+**overrides)`` takes one (or builds one from the overrides) first, so a bad option fails in ``__post_init__``
+before any shard set is opened; `LeadLoader` receives the config with its environment-dependent fields resolved
+(topology, backend, shuffle). The messages are the ones the later stages
 (`leadio.plan`, `leadio.engine`) would raise, so checking early changes when an error comes, not what it says.
 Opening the source (collection, root, cache, verify) is not the loader's business and stays in `open_dataset`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
 
-from leadio.decode.fields import DEFAULT_KEYS, FIELD_MEMBER, KEYS
 from leadio.plan.shuffle import SHUFFLES, Shuffle
+from leadio.schema import DEFAULT_KEYS, FIELD_MEMBER, KEYS
 
-__all__ = ["LoaderConfig"]
+__all__ = ["LoaderConfig", "unknown_option_message"]
 
-BACKENDS = ("auto", "cpu", "dali")
+BACKENDS = ("auto", "cpu", "dali")  # `leadio.decode.BACKENDS` and "auto"; test_loader_config checks they agree
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,7 +27,7 @@ class LoaderConfig:
     """How a `LeadLoader` turns a shard set into batches; every field as `open_dataset`'s argument of that name.
 
     Attributes:
-        keys: fields to load (names in `leadio.decode.fields.KEYS`); stored as a tuple.
+        keys: fields to load (names in `leadio.schema.KEYS`); stored as a tuple.
         batch_size: samples per batch per rank (>= 1).
         backend: ``"auto"``, ``"cpu"`` or ``"dali"``; a loader gets ``"cpu"`` or ``"dali"``.
         world_size, rank: topology; None = from torch.distributed or WORLD_SIZE/RANK (resolved before a
@@ -39,7 +41,9 @@ class LoaderConfig:
         on_error: ``"raise"`` or ``"skip"`` (unreadable samples replaced and counted).
         pin_memory: decode into pinned batch buffers (with a GPU).
         persistent_workers: keep the decode threads between epochs.
-        device: ``"cuda"`` makes the dali backend decode on the GPU.
+        device: where batches are made: None or ``"cpu"``, or ``"cuda"`` / ``"cuda:N"``: the dali backend
+            decodes JPEGs there (nvJPEG) and ``output="lead"`` builds the LEAD batch there. The cpu backend's
+            compact batches are made on the CPU, so it refuses ``"cuda"`` there.
         output: ``"compact"`` (leadio's batch) or ``"lead"`` (the reference loader's batch).
     """
 
@@ -85,9 +89,21 @@ class LoaderConfig:
             raise ValueError(f"shuffle must be 'auto' or one of {sorted(SHUFFLES)}, got {self.shuffle!r}")
         if self.shuffle == "block" and self.block_shards is not None and self.block_shards < 1:
             raise ValueError(f"shuffle 'block' needs block_shards >= 1, got {self.block_shards!r}")
+        if self.device is not None and not (self.device == "cpu" or str(self.device).split(":")[0] == "cuda"):
+            raise ValueError(f"device must be None, 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
 
     @property
     def resolved(self) -> bool:
         """Whether a `LeadLoader` can use it: topology known, backend chosen, shuffle a `Shuffle`."""
         return (self.world_size is not None and self.rank is not None and self.backend != "auto"
                 and isinstance(self.shuffle, Shuffle))
+
+
+def unknown_option_message(unknown: Iterable[str], extra: Iterable[str] = ()) -> str:
+    """``unknown option(s) 'batchsize' (did you mean 'batch_size'?); options: ...`` for `open_dataset`."""
+    known = sorted({f.name for f in fields(LoaderConfig)} | set(extra))
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1)
+        hints.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    return f"open_dataset got unknown option(s) {', '.join(hints)}; options: {', '.join(known)}"

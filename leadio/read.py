@@ -1,5 +1,10 @@
-"""Where shard bytes come from: positioned reads of local, http(s) and fsspec files, (the session cache is
-`leadio.session_cache`).
+"""Where shard bytes come from: positioned reads of local, http(s) and fsspec files, whole-file copies with
+retries and checksums, and the joining of a set's location with its manifest's paths.
+
+Owns: `read_ranges` / `read_range` (byte ranges of any location), `read_local` (the positioned reads alone),
+`read_small` (a whole metadata file in memory), `copy_into` (a retrying, size- and checksum-checked streaming
+copy into an open file), `fetch_file` (that copy made atomic with `leadio.files.temp_sibling`), `resolve` and
+`ReadError`. It knows nothing of caching: caches (the session cache) are built on top of these names.
 
 Reads. A *location* is a local path or ``file://`` URL (``os.pread``; one open per call), an ``http(s)://`` URL
 (stdlib urllib, one ``Range: bytes=a-b`` request per span; a server that ignores Range and answers 200 is
@@ -18,8 +23,9 @@ connect (and TLS handshake).
 Remote failures. A failure that may pass (connection refused or reset mid-transfer, timeout, HTTP 429 and
 5xx, a download whose bytes do not match the checksum it was promised) is retried `RETRIES` times with
 exponential backoff from `RETRY_BACKOFF_S`; then a `ReadError` names the URL, the last failure and the count
-of attempts. Other failures (404, a truncated file) are reported at once. A cached shard is stored only after
-its size and (when the caller knows it) its xxh3-128 were checked, so wrong bytes never enter the cache.
+of attempts. Other failures (404, a truncated file) are reported at once. `copy_into` returns only after the
+size and (when the caller knows it) the xxh3-128 were checked, so a caller that publishes a copy only once it
+returns (`fetch_file`, the session cache) never publishes wrong bytes.
 """
 
 from __future__ import annotations
@@ -34,12 +40,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["ReadError", "fetch_file", "read_range", "read_ranges", "read_small",
+from leadio.files import temp_sibling
+
+__all__ = ["ReadError", "copy_into", "fetch_file", "read_local", "read_range", "read_ranges", "read_small",
            "resolve"]
 
 log = logging.getLogger(__name__)
@@ -51,7 +58,6 @@ HTTP_TIMEOUT_S = 60.0
 RETRIES = 3  # attempts after the first, for failures that may pass (see the module docstring)
 RETRY_BACKOFF_S = 0.5  # doubled after each attempt
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
-_TEMP = re.compile(r"^\.(?P<entry>.+)\.part-(?P<pid>\d+)-[0-9a-f]{8}$")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
@@ -175,8 +181,22 @@ def _fsspec_spans(url: str, spans: list[tuple[int, int]]) -> list[bytes]:
     return out
 
 
-def _read_local(path: str | Path, ranges: list[tuple[int, int]], name: str) -> list[bytes]:
-    """Positioned reads of ``(offset, size)`` ranges; a missing file raises `FileNotFoundError`."""
+def read_local(path: str | Path, ranges: list[tuple[int, int]], name: str | None = None) -> list[bytes]:
+    """Positioned reads (``os.pread``) of a local file, one open per call, no coalescing.
+
+    Args:
+        path: the local file.
+        ranges: ``(offset, size)`` pairs in bytes (not checked: `read_ranges` checks them).
+        name: how errors name the file; default ``path``.
+
+    Returns:
+        The bytes of each range, in the caller's order.
+
+    Raises:
+        ReadError: the file ends before a range (names ``name`` and the range).
+        FileNotFoundError: the file does not exist.
+    """
+    name = str(path) if name is None else name
     fd = os.open(path, os.O_RDONLY)
     try:
         out = []
@@ -218,7 +238,7 @@ def read_ranges(location: str, ranges: list[tuple[int, int]], *, max_gap: int = 
         raise ValueError(f"{location}: byte ranges need offset >= 0 and size >= 0, got {bad[:3]}")
     kind, target = _kind(location)
     if kind == "local":
-        return _read_local(target, ranges, location)
+        return read_local(target, ranges, location)
     groups: list[list] = []  # [start, end, [range indices]]
     for i in sorted((i for i, (_, s) in enumerate(ranges) if s), key=lambda i: ranges[i]):
         o, s = ranges[i]
@@ -264,9 +284,20 @@ def _open_stream(location: str) -> Iterator[BinaryIO]:
             yield f
 
 
-def _copy_into(location: str, dst: BinaryIO, expected_size: int | None, checksum: str | None = None) -> int:
-    """Stream ``location`` into ``dst`` in `CHUNK` pieces; returns the byte count (checked when expected), and
-    checks the xxh3-128 hex ``checksum`` when given. Transient failures restart the copy (bounded retries)."""
+def copy_into(location: str, dst: BinaryIO, expected_size: int | None, checksum: str | None = None) -> int:
+    """Stream the whole file at ``location`` into ``dst`` (from its current position) in `CHUNK` pieces.
+
+    Transient failures (see the module docstring) restart the copy at the same position, `RETRIES` times.
+
+    Args:
+        location: local path or URL (see `read_ranges`).
+        dst: an open, seekable binary file.
+        expected_size: when given, a file of another size is a `ReadError`.
+        checksum: when given, the xxh3-128 hex digest the bytes must have (a mismatch is retried, then raised).
+
+    Returns:
+        The number of bytes copied.
+    """
     import xxhash
 
     start = dst.tell()
@@ -305,10 +336,6 @@ def read_small(location: str, limit: int = 256 * 1024**2) -> bytes:
     return data
 
 
-def _temp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.part-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
 def fetch_file(location: str, dst: str | Path, expected_size: int | None = None) -> int:
     """Copy a whole file to ``dst`` atomically: stream to a temp name beside it, fsync, rename.
 
@@ -322,10 +349,10 @@ def fetch_file(location: str, dst: str | Path, expected_size: int | None = None)
     """
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(dst)
+    tmp = temp_sibling(dst)
     try:
         with open(tmp, "xb") as f:
-            n = _copy_into(location, f, expected_size)
+            n = copy_into(location, f, expected_size)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, dst)
@@ -351,10 +378,3 @@ def resolve(base: str, relative: str) -> str:
         return f"{base.rstrip('/')}/{rel}"
     return str(Path(base) / rel)
 
-
-def __getattr__(name: str):  # the session cache lives in its own module; these names stay importable here
-    if name in ("SessionCache", "CacheStats"):
-        from leadio import session_cache
-
-        return getattr(session_cache, name)
-    raise AttributeError(f"module 'leadio.read' has no attribute {name!r}")

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from leadio._io import atomic_write_bytes
-from leadio.buckets import BucketCollection, load_or_build
-from leadio.catalog import Catalog, load_catalog
+from leadio.buckets.builders import load_or_build
+from leadio.buckets.collection import BucketCollection
+from leadio.catalog_store import Catalog, load_catalog
+from leadio.files import atomic_write_bytes
 from leadio.plan import bucket_counts
 
 __all__ = ["DEFAULT_COLLECTIONS", "build_report", "format_report", "main", "plot_report"]

@@ -1,33 +1,36 @@
 """The session cache (LEAD's ``training_session_cache``): a bounded, LRU, multi-process-safe local copy of
-remote shards, filled through `leadio.read`'s retrying, checksummed copy.
+remote shards, filled through `leadio.read`'s retrying, checksummed copy (`leadio.read.copy_into`, or the
+``copy`` a caller passes). Owns `SessionCache` and its `CacheStats`. Its temp names, locks and stale-temp
+cleanup are `leadio.files`' (`temp_sibling`, `file_lock`, `remove_stale_temps`), as for every other writer.
 
-Shards on slow or remote storage are copied to a local
-folder on first use and served from there, bounded by ``max_bytes`` with least-recently-used eviction
-(recency = mtime, bumped on every hit). The folder itself is the ledger: its total is the sum of the apparent
-sizes of all its files. A download reserves its size under the cache-wide lock by evicting LRU files and
-creating its temp file already truncated to the full size; files appear under their final name only by an
-atomic rename (so a name that exists is complete) and disappear only by eviction. Hence the total on disk
-never exceeds ``max_bytes`` at any instant, with any number of processes, and nothing has to be repaired after
-a crash. Small metadata files (``fetch_small``) live under ``meta/``, count in the total and are never evicted.
+Shards on slow or remote storage are copied to a local folder on first use and served from there, bounded by
+``max_bytes`` with least-recently-used eviction (recency = mtime, bumped on every hit). The folder itself is
+the ledger: its total is the sum of the apparent sizes of all its files. A download reserves its size under
+the cache-wide lock by evicting LRU files and creating its temp file already truncated to the full size; files
+appear under their final name only by an atomic rename (so a name that exists is complete) and disappear only
+by eviction. Hence the total on disk never exceeds ``max_bytes`` at any instant, with any number of processes,
+and nothing has to be repaired after a crash. Small metadata files (``fetch_small``) live under ``meta/``,
+count in the total and are never evicted.
 
-Concurrency. Locks are ``fcntl.flock`` on lock files: one per entry (one process downloads a shard, the others
-wait and then reuse it) and one for the whole cache (accounting, eviction, renames). The kernel drops a flock
-lock when its holder dies, ``kill -9`` included, so a crash never leaves a stale lock. The temp file of a
-killed download (``.<name>.part-<pid>-<tag>``) is removed by the next process that takes that entry's lock,
-or by any accounting scan that finds the entry lock free (a free lock proves the writer is gone; a pid check
-would not, given pid reuse and containers). Lock files are empty, live under ``<cache>/locks/`` (never beside
-a cached file, where a Zarr reader would list them) and are never deleted (deleting a flock file races with its
-next user); empty folders stay too. flock is local to one machine, so the cache folder must be
-on a local disk, which is what a session cache is for. Evicting a file that another process is reading is
-safe on POSIX (an open fd keeps working after unlink); a reader that has only the path and finds it gone
-re-fetches once (``SessionCache.read_ranges`` does). If ``max_bytes`` is smaller than the shards that all
-concurrent readers download at once, a downloader waits (up to ``wait_s``) for room.
+Concurrency. Locks are `leadio.files.file_lock` (``fcntl.flock``) on lock files: one per entry (one process
+downloads a shard, the others wait and then reuse it) and one for the whole cache (accounting, eviction,
+renames). The kernel drops a flock lock when its holder dies, ``kill -9`` included, so a crash never leaves a
+stale lock. The temp file of a killed download (``.<name>.tmp-<pid>-<tag>``, or ``.<name>.part-<pid>-<tag>``
+from releases before the temp names were unified) is removed by the next process that takes that entry's
+lock, or by any accounting scan that finds the entry lock free (a free lock proves the writer is gone; a pid
+check would not, given pid reuse and containers). Lock files are kept empty (they count in the total), live
+under ``<cache>/locks/`` (never beside a cached file, where a Zarr reader would list them) and are never
+deleted (deleting a flock file races with its next user); empty folders stay too. flock is local to one
+machine, so the cache folder must be on a local disk, which is what a session cache is for. Evicting a file
+that another process is reading is safe on POSIX (an open fd keeps working after unlink); a reader that has
+only the path and finds it gone re-fetches once (``SessionCache.read_ranges`` does). If ``max_bytes`` is
+smaller than the shards that all concurrent readers download at once, a downloader waits (up to ``wait_s``)
+for room.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -35,33 +38,20 @@ import posixpath
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from leadio import read as _read  # the copy is looked up at call time: fault tests patch read._copy_into
-from leadio._io import writing
-from leadio.read import _TEMP, ReadError, _read_local, _temp_name, read_small
+from leadio.files import LockedError, file_lock, remove_stale_temps, temp_sibling, temp_target, writing
+from leadio.read import ReadError, copy_into, read_local, read_small
 
 __all__ = ["CacheStats", "SessionCache"]
 
 log = logging.getLogger(__name__)
 
-
-@contextlib.contextmanager
-def _flock(path: Path, blocking: bool = True) -> Iterator[bool]:
-    """Hold an exclusive flock on ``path`` (created if missing); yields False if non-blocking and taken."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            got = True
-        except BlockingIOError:
-            got = False
-        yield got
-    finally:
-        os.close(fd)  # closing the only fd of the open file description releases the lock
+#: ``copy(location, dst, expected_size, checksum) -> bytes copied``, the signature of `leadio.read.copy_into`
+Copy = Callable[[str, BinaryIO, int, str | None], int]
 
 
 @dataclass
@@ -81,22 +71,39 @@ class SessionCache:
         directory: a local folder, shared by all ranks, workers and jobs of a node that use this cache.
         max_bytes: bound on the folder's total size in bytes (shards, in-progress downloads, metadata).
         wait_s: how long a download waits for room held by other processes' in-progress downloads.
+        copy: fills a reserved temp file with a shard's bytes, with `leadio.read.copy_into`'s signature and
+            contract (raise rather than return wrong bytes); the default is `leadio.read.copy_into`. Fault tests
+            pass one that dies halfway.
+        before_download: called with the temp file's path once its room is reserved, before ``copy`` starts;
+            None (default) for nothing. A test seam (it lets a test hold a download at that point); it is not
+            sent to other processes: a pickled copy of the cache has None.
     """
 
-    def __init__(self, directory: str | Path, max_bytes: int, *, wait_s: float = 600.0) -> None:
+    def __init__(self, directory: str | Path, max_bytes: int, *, wait_s: float = 600.0, copy: Copy = copy_into,
+                 before_download: Callable[[Path], object] | None = None) -> None:
         if max_bytes <= 0:
             raise ValueError(f"session cache {directory}: max_bytes must be > 0, got {max_bytes}")
         self.directory = Path(directory)
         self.max_bytes = int(max_bytes)
         self.wait_s = wait_s
+        self.copy = copy
+        self.before_download = before_download
         self.stats = CacheStats()
-        self._before_download: Callable[[Path], None] | None = None  # test hook: called with the reserved temp
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()  # holds no fds or locks: they live only inside one call
-        state["stats"], state["_before_download"] = CacheStats(), None
+        state["stats"], state["before_download"] = CacheStats(), None
         return state
+
+    def _lock(self, lock: Path, what: str, wait: bool = True) -> contextlib.AbstractContextManager[None]:
+        """Exclusive `file_lock` on ``lock``, left empty (lock files count in the total) and brief: waiting for
+        another process's download of the same entry is this cache's normal work, not worth a warning."""
+        return file_lock(lock, f"session cache {what}", wait=wait, brief=True, record_holder=False)
+
+    def _cache_lock(self) -> contextlib.AbstractContextManager[None]:
+        """The cache-wide lock: accounting, eviction and renames."""
+        return self._lock(self.directory / ".lock", str(self.directory))
 
     def _path(self, area: str, location: str, key: str | None) -> Path:
         if key is None:
@@ -112,9 +119,7 @@ class SessionCache:
         """An entry's lock file, under ``locks/``: beside the entry, a Zarr reader of a cached catalog would list
         it (and warn that it is not a Zarr object)."""
         rel = path.relative_to(self.directory)
-        lock = self.directory / "locks" / rel.parent / f".{rel.name}.lock"
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        return lock
+        return self.directory / "locks" / rel.parent / f".{rel.name}.lock"  # file_lock creates its folder
 
     def _scan(self) -> tuple[int, int, list[tuple[int, str, int]]]:
         """(total bytes, pinned bytes, evictable ``(mtime_ns, path, size)``); call under the cache lock.
@@ -130,13 +135,9 @@ class SessionCache:
                     st = path.stat()
                 except FileNotFoundError:
                     continue
-                m = _TEMP.match(name)
-                if m:
-                    with _flock(self._entry_lock(path.with_name(m["entry"])), blocking=False) as free:
-                        if free:
-                            log.info("session cache: removing %s left by a dead download", path)
-                            path.unlink(missing_ok=True)
-                            continue
+                target = temp_target(name)
+                if target is not None and self._remove_if_orphan(path, path.with_name(target)):
+                    continue
                 total += st.st_size
                 if not name.startswith("."):
                     if path.is_relative_to(data):
@@ -144,6 +145,16 @@ class SessionCache:
                     else:
                         pinned += st.st_size
         return total, pinned, evictable
+
+    def _remove_if_orphan(self, temp: Path, entry: Path) -> bool:
+        """Remove ``temp`` if ``entry``'s lock is free (its downloader is gone); True if it was removed."""
+        try:
+            with self._lock(self._entry_lock(entry), f"entry {entry}", wait=False):
+                log.info("session cache: removing %s left by a dead download", temp)
+                temp.unlink(missing_ok=True)
+                return True
+        except LockedError:
+            return False
 
     def _store(self, path: Path, size: int, location: str, write: Callable[[BinaryIO], object]) -> None:
         """Reserve ``size`` bytes (evicting LRU files), write via ``write`` into a temp file, publish it.
@@ -153,13 +164,10 @@ class SessionCache:
         if size > self.max_bytes:
             raise ValueError(f"session cache {self.directory} holds at most {self.max_bytes} bytes but {location} "
                              f"is {size} bytes; raise the cache size or read this set without a session cache")
-        for stale in path.parent.iterdir():  # we hold the entry lock: any temp of this entry is an orphan
-            m = _TEMP.match(stale.name)
-            if m and m["entry"] == path.name:
-                stale.unlink(missing_ok=True)
+        remove_stale_temps(path)  # we hold the entry lock: any temp of this entry is an orphan
         deadline = time.monotonic() + self.wait_s
         while True:
-            with _flock(self.directory / ".lock"):
+            with self._cache_lock():
                 total, pinned, evictable = self._scan()
                 if total - sum(e[2] for e in evictable) + size <= self.max_bytes:
                     excess = total + size - self.max_bytes
@@ -171,7 +179,7 @@ class SessionCache:
                             self.stats.evictions += 1
                             log.debug("session cache: evicted %s", victim)
                         excess -= victim_size
-                    tmp = _temp_name(path)
+                    tmp = temp_sibling(path)
                     f = open(tmp, "xb")  # closed by the `with f` below
                     f.truncate(size)  # the reservation: the temp's apparent size counts from now on
                     break
@@ -182,13 +190,13 @@ class SessionCache:
             time.sleep(0.05)
         try:
             with f:
-                if self._before_download is not None:
-                    self._before_download(tmp)
+                if self.before_download is not None:
+                    self.before_download(tmp)
                 with writing(path):
                     write(f)
                 f.flush()
                 os.fsync(f.fileno())
-            with _flock(self.directory / ".lock"):  # renames under the lock keep scans from missing the file
+            with self._cache_lock():  # renames under the lock keep scans from missing the file
                 os.replace(tmp, path)
                 now = time.time_ns()  # still under the lock: an eviction in between would find it LRU-oldest
                 os.utime(path, ns=(now, now))
@@ -224,14 +232,14 @@ class SessionCache:
         if self._hit(path, size):
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _flock(self._entry_lock(path)):
+        with self._lock(self._entry_lock(path), f"entry {path}"):
             if self._hit(path, size):  # another process downloaded it while we waited
                 return path
             if path.exists():
                 log.warning("session cache: %s has the wrong size (expected %d), fetching again", path, size)
-                with _flock(self.directory / ".lock"):
+                with self._cache_lock():
                     path.unlink(missing_ok=True)
-            self._store(path, size, location, lambda f: _read._copy_into(location, f, size, checksum))
+            self._store(path, size, location, lambda f: self.copy(location, f, size, checksum))
         self.stats.misses += 1
         self.stats.bytes_downloaded += size
         return path
@@ -241,10 +249,10 @@ class SessionCache:
         """`read_ranges` of the cached copy of ``location`` (see `local_path`), re-fetching once if evicted."""
         path = self.local_path(location, size, key, checksum)
         try:
-            return _read_local(path, ranges, f"{location} (cached as {path})")
+            return read_local(path, ranges, f"{location} (cached as {path})")
         except FileNotFoundError:  # evicted by another process between local_path and open
             path = self.local_path(location, size, key, checksum)
-            return _read_local(path, ranges, f"{location} (cached as {path})")
+            return read_local(path, ranges, f"{location} (cached as {path})")
 
     def fetch_small(self, location: str, key: str) -> Path:
         """A local copy of a small metadata file (manifest, catalog part), kept under ``meta/``.
@@ -256,7 +264,7 @@ class SessionCache:
         if self._hit(path, None):
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _flock(self._entry_lock(path)):
+        with self._lock(self._entry_lock(path), f"entry {path}"):
             if self._hit(path, None):
                 return path
             data = read_small(location, min(self.max_bytes, 256 * 1024**2))
@@ -267,5 +275,5 @@ class SessionCache:
 
     def disk_bytes(self) -> int:
         """The folder's current total in bytes (complete files, reservations and metadata)."""
-        with _flock(self.directory / ".lock"):
+        with self._cache_lock():
             return self._scan()[0]

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import xxhash
 
-from leadio._io import atomic_write_bytes, file_lock, file_xxh3, remove_stale_temps
-from leadio.format import FRAME_FOLDERS
+from leadio.files import atomic_write_bytes, file_lock, file_xxh3, remove_stale_temps
+from leadio.format.routes import FRAME_FOLDERS
 
-__all__ = ["STAMP_DIR", "RouteStamps", "file_digest", "frame_digest", "frame_files"]
+__all__ = ["STAMP_DIR", "RouteStamps", "file_digest", "frame_digest", "frame_files", "route_fingerprints"]
 
 log = logging.getLogger(__name__)
 STAMP_DIR = ".leadio/stamps"
@@ -122,3 +122,12 @@ def frame_digest(stamps: RouteStamps, frame: int) -> str:
     for name in frame_files(frame):
         h.update(f"{name}:{stamps.digest(name)};".encode())
     return h.hexdigest()
+
+
+def route_fingerprints(routes, sources) -> dict[str, str]:
+    """route -> xxh3-64 over the source digests of its samples in a shard set (in sample order): what the
+    manifest records and ``check_routes="full"`` compares."""
+    hashes: dict[str, xxhash.xxh3_64] = {}
+    for route, digest in zip(routes, sources, strict=True):
+        hashes.setdefault(str(route), xxhash.xxh3_64()).update(f"{digest};".encode())
+    return {r: h.hexdigest() for r, h in sorted(hashes.items())}

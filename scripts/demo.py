@@ -21,10 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-from leadio.buckets import load_or_build
 from leadio.buckets.__main__ import format_table
+from leadio.buckets.builders import load_or_build
 from leadio.catalog import build_catalog
-from leadio.shard import build_shard_set
+from leadio.shard.build import build_shard_set
 from leadio.synth import generate_root
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,10 +122,10 @@ def main(argv=None) -> int:
         tables.append("loader throughput (quick run; full numbers in README.md):\n" + "\n".join(table))
 
     # look at the data: one sample as a picture, and the root's report (routes, buckets, planned samples)
-    from leadio._io import atomic_write_bytes
+    from leadio.files import atomic_write_bytes
     from leadio.inspect import from_shard_set, save_png
     from leadio.report import build_report, format_report, plot_report
-    from leadio.shard import open_shard_set
+    from leadio.shard.shardset import open_shard_set
 
     t = time.perf_counter()
     ss = open_shard_set(shard.set_dir)

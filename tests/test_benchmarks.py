@@ -29,9 +29,8 @@ from benchmarks.loader_throughput import (
     run_benchmark,
 )
 from benchmarks.reference_loaders import build_reference_cache, cache_path, sample_refs
-from leadio.decode.fields import DEFAULT_KEYS, members_for_keys
-from leadio.format import load_lzma_pickle
-from leadio.preprocess import member_name
+from leadio.format.pickles import load_lzma_pickle
+from leadio.schema import DEFAULT_KEYS, member_name, members_for_keys
 
 
 @pytest.fixture(scope="module")

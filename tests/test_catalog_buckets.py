@@ -11,9 +11,11 @@ import pytest
 import zarr
 from lead_fixtures import FAILED, write_light_route, write_lzma_pickle
 
-from leadio.buckets import Bucket, BucketCollection, BucketFileError, load_or_build, rate_at
-from leadio.catalog import build_catalog, load_catalog
-from leadio.format import FrameReadError, RouteError
+from leadio.buckets.builders import load_or_build
+from leadio.buckets.collection import Bucket, BucketCollection, BucketFileError, rate_at
+from leadio.catalog import build_catalog
+from leadio.catalog_store import load_catalog
+from leadio.format.errors import FrameReadError, RouteError
 
 
 @pytest.fixture

@@ -26,10 +26,10 @@ import pytest
 import torch
 
 from leadio.cli import main as leadio_main
-from leadio.format import UnknownDatasetError, load_lzma_pickle
-from leadio.format.pickles import ALLOWED_GLOBALS
-from leadio.shard import build_shard_set, open_shard_set
-from leadio.shard.shardset import ShardSetError
+from leadio.format.config import UnknownDatasetError
+from leadio.format.pickles import ALLOWED_GLOBALS, load_lzma_pickle
+from leadio.shard.build import build_shard_set
+from leadio.shard.shardset import ShardSetError, open_shard_set
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["epochs=1", "model_size=tiny", "batch_size=4", "num_workers=0", "max_steps_per_epoch=2",
@@ -363,7 +363,7 @@ def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 # ------------------------------------------------------------------ 15: numpy 1 can read the synthetic pickles
-class _Numpy1Unpickler(pickle.Unpickler):
+class _Numpy1Unpickler(pickle.Unpickler):  # noqa: S301 - an allow-list unpickler
     """What numpy 1.26 can resolve: no ``numpy._core`` (numpy 2's name for ``numpy.core``); and, as everywhere in
     this project, only the plain-data globals of leadio's allow-list."""
 

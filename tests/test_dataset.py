@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from leadio.buckets import load_or_build
+from leadio.buckets.builders import load_or_build
 from leadio.dataset import SampleDataset, open_dataset
-from leadio.shard import ShardSetError, StaleShardSetError, build_shard_set, open_shard_set
+from leadio.shard.build import build_shard_set
+from leadio.shard.shardset import ShardSetError, StaleShardSetError, open_shard_set
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +253,7 @@ def test_http_shard_set_through_a_shared_bounded_session_cache(shard_dir, tmp_pa
         # (each shard fetched once per epoch is asserted for one process in test_shuffle_loader; two processes at
         # different positions of the epoch may evict each other's shard from a 3-shard cache)
     assert peak <= bound
-    from leadio.read import SessionCache
+    from leadio.session_cache import SessionCache
 
     assert SessionCache(cache_dir, bound).disk_bytes() <= bound
     assert len(shard_requests) >= len(sizes)  # every shard came over HTTP at least once

@@ -18,8 +18,8 @@ import torch
 
 from leadio.dataset import open_dataset
 from leadio.engine import BatchRing, DecodeThreads
-from leadio.preprocess import Member
-from leadio.shard import build_shard_set
+from leadio.schema import Member
+from leadio.shard.build import build_shard_set
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,7 @@ def test_lz4_straight_into_the_buffer_equals_lz4_block_and_names_bad_blocks(shar
     import numpy as np
 
     import leadio.decode.cpu as cpu
-    from leadio.shard import open_shard_set
+    from leadio.shard.shardset import open_shard_set
 
     assert cpu._LZ4_INTO is not None  # python-lz4 exports the symbol: the fast path is the one tested here
     ss = open_shard_set(shard_dir)

@@ -12,17 +12,11 @@ import numpy as np
 import pytest
 from lead_fixtures import FAILED, PASSED, frame_content, write_frame, write_light_route, write_lzma_pickle
 
-from leadio.format import (
-    DATASET_CONFIGS,
-    FrameReadError,
-    UnknownDatasetError,
-    UnsafePickleError,
-    dataset_config_for_root,
-    discover_routes,
-    load_lzma_pickle,
-    read_frame,
-    route_filter_reason,
-)
+from leadio.format.config import DATASET_CONFIGS, UnknownDatasetError, dataset_config_for_root
+from leadio.format.errors import FrameReadError, UnsafePickleError
+from leadio.format.frame import read_frame
+from leadio.format.pickles import load_lzma_pickle
+from leadio.format.routes import discover_routes, route_filter_reason
 
 CONFIG = DATASET_CONFIGS["carla_leaderboard2"]
 

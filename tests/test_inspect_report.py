@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leadio.buckets import load_or_build
-from leadio.catalog import build_catalog, load_catalog
+from leadio.buckets.builders import load_or_build
+from leadio.catalog import build_catalog
+from leadio.catalog_store import load_catalog
 from leadio.inspect import (
     IMAGE_SIZE,
     PANELS,
@@ -31,7 +32,8 @@ from leadio.inspect.gallery import browser_dom, browser_screenshot, find_browser
 from leadio.plan import global_sequence
 from leadio.report import build_report, format_report
 from leadio.report import main as report_main
-from leadio.shard import build_shard_set, open_shard_set
+from leadio.shard.build import build_shard_set
+from leadio.shard.shardset import open_shard_set
 
 BY_TOWN = {"builder": "property", "name": "test_by_town", "group_by": ["town"],
            "rates": {"town=Town13": {"0": 2.0, "2": 0.5}, "*": 0.3}}

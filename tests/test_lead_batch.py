@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from leadio.decode.fields import TARGET_FIELDS
-from leadio.format import DATASET_CONFIGS
+from leadio.decode.cpu import decode_member
+from leadio.format.config import DATASET_CONFIGS
 from leadio.lead import LeadBatches, centernet_targets, radar_detections, to_lead_batch
-from leadio.preprocess import decode_member, member_layout, member_name, preprocess_frame
+from leadio.preprocess import preprocess_frame
+from leadio.schema import TARGET_FIELDS, member_layout, member_name
 from tests.lead_fixtures import PASSED, frame_content, write_frame
 
 CFG = DATASET_CONFIGS["carla_leaderboard2"]
@@ -413,7 +414,7 @@ def test_radar_detections_order_and_limits():
 
 def test_device_argument_and_open_dataset_output_lead(hand_route):
     from leadio import open_dataset
-    from leadio.shard import build_shard_set
+    from leadio.shard.build import build_shard_set
 
     root, _ = hand_route
     report = build_shard_set(root, "full_pretrain", workers=1, samples_per_shard=8, progress=False)
@@ -455,7 +456,7 @@ def test_lead_batches_reuse_buffers_and_never_overwrite_a_kept_batch(hand_route)
     """LeadBatches writes depth and rasterized_lidar into reused buffers: the values equal a fresh conversion,
     a batch the user keeps is left as it was, and a dropped batch's buffers are written again."""
     from leadio import open_dataset
-    from leadio.shard import build_shard_set
+    from leadio.shard.build import build_shard_set
 
     root, _ = hand_route
     report = build_shard_set(root, "full_pretrain", workers=1, samples_per_shard=8, progress=False)

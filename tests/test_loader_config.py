@@ -34,7 +34,7 @@ def test_the_set_of_options_is_pinned_and_frozen():
     ({"num_workers": -1}, "num_workers must be >= 0, got -1"),
     ({"perturbation_rate": 1.5}, "perturbation_rate must be in [0, 1], got 1.5"),
     ({"uneven": "wrap"}, "uneven must be 'drop' or 'pad', got 'wrap'"),
-    ({"shuffle": "random"}, "shuffle must be 'auto' or one of ['block', 'uniform', 'window'], got 'random'"),
+    ({"shuffle": "random"}, "shuffle must be 'auto' or one of ['block', 'uniform'], got 'random'"),
     ({"shuffle": "block", "block_shards": 0}, "shuffle 'block' needs block_shards >= 1, got 0"),
     ({"on_error": "ignore"}, "on_error must be 'raise' or 'skip', got 'ignore'"),
     ({"output": "dict"}, "output must be 'compact' or 'lead', got 'dict'"),

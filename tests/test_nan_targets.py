@@ -1,4 +1,4 @@
-"""Issue 14 item 5: frames without planning targets, as README, `leadio.decode.fields` and docs/format.md §4.8
+"""Frames without planning targets (near a route end), as README, `leadio.schema` and docs/format.md §4.8
 document them. Expectations come from the raw metas (future lengths, route points), not from leadio's code."""
 
 from __future__ import annotations
@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from leadio.catalog import load_catalog
-from leadio.decode.fields import TARGET_FIELDS
-from leadio.format import discover_routes
+from leadio.catalog_store import load_catalog
 from leadio.format.frame import read_meta
-from leadio.preprocess import EXTRA_TARGETS, targets_record
-from leadio.shard import build_shard_set
-from leadio.targets import TARGET_RECORD_BYTES
+from leadio.format.routes import discover_routes
+from leadio.preprocess import targets_record
+from leadio.schema import EXTRA_TARGETS, TARGET_FIELDS, TARGET_RECORD_BYTES
+from leadio.shard.build import build_shard_set
 
 NEEDED_FUTURE = 41  # ticks 0..40: the last waypoint is 40 ticks (2 s) ahead
 NAN_WITHOUT_TARGETS = {"waypoints", "waypoint_yaws"}  # route too, but only when it cannot be resampled

@@ -13,7 +13,7 @@ from leadio.plan.simulate import expected_distinct, peak_resident, simulate, syn
 # 3 buckets over 60 rows in 12 shards of 5 rows (rows are in shard order, as in a shard set's catalog)
 SHARD = np.repeat(np.arange(12), 5)
 BUCKETS = [np.arange(0, 30), np.arange(30, 50), np.arange(50, 60)]
-ALGORITHMS = [Shuffle("uniform"), Shuffle("block", block_shards=3), Shuffle("window", window=7)]
+ALGORITHMS = [Shuffle("uniform"), Shuffle("block", block_shards=3), Shuffle("block", block_shards=1)]
 algorithms = pytest.mark.parametrize("shuffle", ALGORITHMS, ids=lambda s: s.describe())
 
 
@@ -60,11 +60,12 @@ def test_views_follow_perturbation_rate(shuffle):
     assert global_sequence(rows, [1.0], shard, epoch=0, seed=0, perturbation_rate=1.0, shuffle=shuffle)[1].all()
 
 
-def test_reads_stay_grouped_by_shard():
-    rows, _ = global_sequence([np.arange(60)], [1.0], SHARD, epoch=0, seed=0, shuffle=Shuffle("window", window=5))
-    # with a window of one shard, every run of 5 is exactly one shard's rows
+def test_a_block_of_one_shard_reads_one_shard_at_a_time():
+    rows, _ = global_sequence([np.arange(60)], [1.0], SHARD, epoch=0, seed=0, shuffle=Shuffle("block", block_shards=1))
+    # SHARD holds 5 rows per shard: every run of 5 is exactly one shard's rows, in a shuffled order
     for a in range(0, 60, 5):
         assert len(set(SHARD[rows[a:a + 5]].tolist())) == 1
+    assert sorted(rows.tolist()) == list(range(60)) and rows.tolist() != list(range(60))
 
 
 @pytest.mark.parametrize("world", range(1, 9))
@@ -103,10 +104,16 @@ def test_bad_arguments():
         global_sequence(BUCKETS, [1, 1, 1], SHARD, epoch=0, seed=0, perturbation_rate=1.5)
     with pytest.raises(ValueError, match="3 buckets but 2 rates"):
         bucket_counts([1, 2, 3], [1, 1])
-    with pytest.raises(ValueError, match=r"shuffle must be one of \['block', 'uniform', 'window'\], got 'random'"):
+    with pytest.raises(ValueError, match=r"shuffle must be one of \['block', 'uniform'\], got 'random'"):
         global_sequence(BUCKETS, [1, 1, 1], SHARD, epoch=0, seed=0, shuffle="random")
     with pytest.raises(ValueError, match="shuffle 'block' needs block_shards >= 1, got None"):
         Shuffle("block")
+    with pytest.raises(ValueError, match="shuffle 'block' needs block_shards >= 1, got 0"):
+        Shuffle("block", block_shards=0)
+    with pytest.raises(ValueError, match=r"shuffle 'uniform' takes no parameters, got \['window'\]"):
+        Shuffle("uniform", window=256)
+    with pytest.raises(ValueError, match=r"shuffle 'block' takes \['block_shards'\], got \['blocks'\]"):
+        Shuffle("block", blocks=3)
     with pytest.raises(ValueError, match="shuffle must be 'auto' or one of"):
         resolve_shuffle("sorted", block_shards=None, remote=False, max_shard_bytes=1, cache_bytes=1)
 
@@ -131,9 +138,9 @@ def test_default_plan_batches_are_as_diverse_as_a_uniform_shuffle(world):
     result = simulate(TEST_CATALOG, default, world=world, batch=32, epochs=[0, 1])
     assert result.distinct_routes >= 0.95 * result.uniform_expectation
     assert abs(result.lag1_corr) < 0.05
-    # the version-1 window order fails the same bar by far: the test measures something
-    old = simulate(TEST_CATALOG, Shuffle("window", window=256), world=world, batch=32, epochs=[0])
-    assert old.distinct_routes < 0.5 * old.uniform_expectation and old.lag1_corr > 0.5
+    # a shard-local order fails the same bar by far: the test measures something
+    local = simulate(TEST_CATALOG, Shuffle("block", block_shards=1), world=world, batch=32, epochs=[0])
+    assert local.distinct_routes < 0.5 * local.uniform_expectation
 
 
 @pytest.mark.parametrize("block_shards", [1, 3, 8, 13, 40, 64])
@@ -160,8 +167,8 @@ def test_remote_sets_get_a_block_shuffle_sized_from_the_cache():
     assert resolve_shuffle("auto", block_shards=5, remote=True, max_shard_bytes=1, cache_bytes=1).block_shards == 5
     assert resolve_shuffle("auto", block_shards=None, remote=True, max_shard_bytes=10**9,
                            cache_bytes=10**9).block_shards == 1  # at least one shard per block
-    assert resolve_shuffle("window", block_shards=None, remote=True, max_shard_bytes=1, cache_bytes=1) == \
-        Shuffle("window", window=256)
+    assert resolve_shuffle("uniform", block_shards=None, remote=True, max_shard_bytes=1, cache_bytes=1) == \
+        Shuffle("uniform")
 
 
 def test_peak_resident_counts_overlapping_read_intervals():
@@ -185,12 +192,12 @@ def test_uniform_expectation_is_exact():
 def test_simulator_cli_prints_the_table_and_writes_the_plot(tmp_path, capsys):
     png, js = tmp_path / "q.png", tmp_path / "q.json"
     assert plan_main(["simulate", "--frames", "20000", "--route-frames", "200", "--shard-samples", "500",
-                      "--world", "4", "--batch", "32", "--block-shards", "4,40", "--windows", "256",
+                      "--world", "4", "--batch", "32", "--block-shards", "4,40",
                       "--png", str(png), "--json", str(js)]) == 0
     out = capsys.readouterr().out
-    assert "| uniform |" in out and "| block(4 shards) |" in out and "| window(256) |" in out
+    assert "| uniform |" in out and "| block(block_shards=4) |" in out and "| block(block_shards=40) |" in out
     rows = {r["shuffle"]: r for r in __import__("json").loads(js.read_text())["rows"]}
-    assert rows["uniform"]["quality"] >= 0.95 and rows["block(4 shards)"]["peak_resident_shards"] <= 4
+    assert rows["uniform"]["quality"] >= 0.95 and rows["block(block_shards=4)"]["peak_resident_shards"] <= 4
     assert png.stat().st_size > 10_000
     assert plan_main(["simulate", "--frames", "0"]) == 2
     assert "error: need frames" in capsys.readouterr().err

@@ -1,5 +1,7 @@
-"""leadio.read: ranged reads (local, file://, http with and without Range support, fsspec), errors, the
-session cache's download-once, LRU bound, multi-process safety and recovery after a killed downloader."""
+"""leadio.read: ranged reads (local, file://, http with and without Range support, fsspec), errors; and
+leadio.session_cache: download-once, LRU bound, multi-process safety and recovery after a killed downloader
+(of either temp-name convention: ``.tmp-`` now, ``.part-`` before), with faults injected through the cache's
+``copy`` and ``before_download`` parameters."""
 
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ import numpy as np
 import pytest
 from http_server import serve_directory
 
-from leadio.read import ReadError, SessionCache, fetch_file, read_range, read_ranges, resolve
+from leadio.files import remove_stale_temps, temp_sibling, temp_target
+from leadio.read import ReadError, copy_into, fetch_file, read_range, read_ranges, resolve
+from leadio.session_cache import SessionCache
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -139,9 +143,10 @@ def test_session_cache_downloads_once_then_hits(served, tmp_path):
     assert other.parent.name == "_by_location" and other.read_bytes() == data
     with pytest.raises(ValueError, match="relative path without"):
         cache.local_path(f"{base}/s.tar", len(data), key="../escape.tar")
-    cache._before_download = print
+    cache.before_download = print
     clone = pickle.loads(pickle.dumps(cache))  # noqa: S301 - our own bytes; what a DataLoader worker gets
-    assert clone.stats.hits == 0 and clone._before_download is None and clone.directory == cache.directory
+    assert clone.stats.hits == 0 and clone.before_download is None and clone.directory == cache.directory
+    assert clone.copy is copy_into
 
 
 def test_lru_evicts_least_recently_used_and_respects_bound(tmp_path):
@@ -186,7 +191,7 @@ _HAMMER = """
 import sys, numpy as np
 from pathlib import Path
 
-from leadio.read import SessionCache
+from leadio.session_cache import SessionCache
 src, cache_dir, seed, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 cache = SessionCache(cache_dir, int(sys.argv[5]))
 sizes = {p.name: p.stat().st_size for p in src.iterdir()}
@@ -237,12 +242,11 @@ _HOLDER = """
 import sys, time
 from pathlib import Path
 
-from leadio.read import SessionCache
-cache = SessionCache(sys.argv[1], 10**6)
+from leadio.session_cache import SessionCache
 def hold(tmp):
     Path(sys.argv[3]).write_text(str(tmp))
     time.sleep(60)
-cache._before_download = hold
+cache = SessionCache(sys.argv[1], 10**6, before_download=hold)
 cache.local_path(sys.argv[2], 1000, key="set/000000.tar")
 """
 
@@ -258,7 +262,7 @@ def test_killed_downloader_leaves_no_stale_lock_and_its_temp_is_removed(tmp_path
         time.sleep(0.02)
     assert ready.exists(), child.communicate()
     temp = Path(ready.read_text())
-    assert temp.exists() and temp.stat().st_size == 1000 and f".part-{child.pid}-" in temp.name
+    assert temp.exists() and temp.stat().st_size == 1000 and f".tmp-{child.pid}-" in temp.name
     lock = cache_dir / "locks" / "data" / "set" / ".000000.tar.lock"
     with open(lock) as f:  # the child holds the entry lock ...
         with pytest.raises(BlockingIOError):
@@ -274,3 +278,52 @@ def test_killed_downloader_leaves_no_stale_lock_and_its_temp_is_removed(tmp_path
         other.write_bytes(_blob(800, 8))
         assert cache.local_path(str(other), 800, key="set/other.tar").read_bytes() == other.read_bytes()
     assert not temp.exists() and cache.stats.evictions == 0 and cache.disk_bytes() <= 1500
+
+
+def test_temp_names_of_both_conventions_are_recognised_and_removed(tmp_path):
+    target = tmp_path / "000000.tar"
+    new = temp_sibling(target)
+    assert new.parent == tmp_path and new.name.startswith(f".000000.tar.tmp-{os.getpid()}-")
+    old = tmp_path / ".000000.tar.part-123-deadbeef"  # what the session cache wrote before the names were unified
+    assert temp_target(new.name) == temp_target(old.name) == "000000.tar"
+    assert temp_target("000000.tar") is None and temp_target(".000000.tar.lock") is None
+    other = tmp_path / ".000001.tar.tmp-1-deadbeef"
+    for p in (new, old, other, target):
+        p.write_bytes(b"x")
+    (tmp_path / ".000000.tar.tmp-7").mkdir()  # an older, shorter tag, and a folder
+    assert sorted(p.name for p in remove_stale_temps(target)) == sorted([new.name, old.name, ".000000.tar.tmp-7"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, target.name]
+
+
+@pytest.mark.parametrize("marker", [".tmp-", ".part-"])
+def test_cache_reclaims_a_dead_downloads_temp_of_either_convention(tmp_path, marker):
+    src = tmp_path / "000000.tar"
+    src.write_bytes(_blob(1000, 9))
+    entries = tmp_path / "cache" / "data" / "set"
+    entries.mkdir(parents=True)
+    orphan = entries / f".other.tar{marker}4242-0123abcd"  # a dead download of another entry: its lock is free
+    orphan.write_bytes(b"\0" * 1000)
+    cache = SessionCache(tmp_path / "cache", 1500, wait_s=5)
+    assert cache.local_path(str(src), 1000, key="set/000000.tar").read_bytes() == src.read_bytes()
+    assert not orphan.exists() and cache.disk_bytes() == 1000
+    assert all(p.stat().st_size == 0 for p in (tmp_path / "cache" / "locks").rglob("*.lock"))  # no holder notes
+
+
+def test_an_injected_copy_failure_stores_nothing(tmp_path):
+    src = tmp_path / "000000.tar"
+    src.write_bytes(_blob(1000, 10))
+    seen = []
+
+    def half_then_fail(location, dst, expected_size, checksum=None):
+        seen.append(Path(dst.name))
+        dst.write(src.read_bytes()[:500])
+        raise ReadError(f"{location}: connection failed while reading (injected)", location)
+
+    cache_dir = tmp_path / "cache"
+    with pytest.raises(ReadError, match="injected"):
+        SessionCache(cache_dir, 10**6, copy=half_then_fail).local_path(str(src), 1000, key="set/000000.tar")
+    assert seen and temp_target(seen[0].name) == "000000.tar" and not seen[0].exists()
+    assert not [p for p in (cache_dir / "data").rglob("*") if p.is_file()]
+    cache = SessionCache(cache_dir, 10**6)  # the default copy
+    assert cache.local_path(str(src), 1000, key="set/000000.tar").read_bytes() == src.read_bytes()
+    assert cache.disk_bytes() == 1000

@@ -15,17 +15,14 @@ import laspy
 import numpy as np
 import pytest
 
-from leadio import preprocess
-from leadio.format import DATASET_CONFIGS, load_lzma_pickle
-from leadio.shard import (
-    StaleShardSetError,
-    build_shard_set,
-    merge_shard_set,
-    open_shard_set,
-    shard_set_dir,
-    verify_shard_set,
-)
-from leadio.targets import SCENARIO_TYPES, TARGET_RECORD_BYTES, unpack_targets
+from leadio import schema
+from leadio.decode.cpu import decode_member
+from leadio.format.config import DATASET_CONFIGS
+from leadio.format.pickles import load_lzma_pickle
+from leadio.schema import SCENARIO_TYPES, TARGET_RECORD_BYTES, VIEW_SUFFIX, member_name, unpack_targets
+from leadio.shard.build import build_shard_set, merge_shard_set, shard_set_dir
+from leadio.shard.shardset import StaleShardSetError, open_shard_set
+from leadio.shard.verify import verify_shard_set
 
 CONFIG = DATASET_CONFIGS["carla_leaderboard2"]
 
@@ -62,7 +59,7 @@ def _independent_histogram(points: np.ndarray, t: float, r_deg: float, perturbat
 def test_sample_from_shard_equals_raw_frame(built):
     ss = open_shard_set(built)
     root = built.parent.parent
-    from leadio.buckets import load_or_build
+    from leadio.buckets.builders import load_or_build
 
     assert len(ss) == len(load_or_build(root, "full_pretrain")[0]) > 0
     for row in (0, len(ss) // 2, len(ss) - 1):
@@ -73,11 +70,12 @@ def test_sample_from_shard_equals_raw_frame(built):
         points = np.stack([las.x, las.y, las.z], 1)
         t, r = float(meta["perturbation_translation"]), float(meta["perturbation_rotation"])
         for view, suffix in (("normal", ""), ("perturbated", "_perturbated")):
-            v = preprocess.VIEW_SUFFIX[view]
+            v = VIEW_SUFFIX[view]
             # rgb: the original JPEG bytes, never re-encoded
             raw_jpeg = (rdir / f"rgb{suffix}" / f"{frame:04d}.jpg").read_bytes()
             assert ss.read_member_bytes(row, f"rgb_{v}.jpg") == raw_jpeg
-            sample = ss.read_sample(row, view)
+            sample = {name: decode_member(m, ss.read_member_bytes(row, member_name(m, view)))
+                      for name, m in ss.layout.items()}
             np.testing.assert_array_equal(sample["lidar"], _independent_histogram(points, t, r, view != "normal"))
             import cv2
             sem = cv2.imread(str(rdir / f"semantics{suffix}" / f"{frame:04d}.png"), cv2.IMREAD_UNCHANGED)
@@ -87,7 +85,7 @@ def test_sample_from_shard_equals_raw_frame(built):
             assert sample["bev"].shape == (320, 384) and sample["radar"].shape == (300, 5)
             # waypoints: future_positions[5k] with P, by the formula
             targets = sample["targets"]
-            n = TARGET_RECORD_BYTES // 4  # then has_targets, num_boxes, ... (preprocess.EXTRA_TARGETS)
+            n = TARGET_RECORD_BYTES // 4  # then has_targets, num_boxes, ... (schema.EXTRA_TARGETS)
             has = targets[n]
             fut = np.asarray(meta["future_positions"], np.float64)
             if len(fut) >= 41:
@@ -226,7 +224,7 @@ def test_verify_reports_flipped_byte_and_truncation(built, tmp_path):
 
 
 def test_changed_pipeline_parameter_makes_the_set_stale(built, monkeypatch):
-    monkeypatch.setattr(preprocess, "RADAR_POINTS_PER_SENSOR", 50)
+    monkeypatch.setattr(schema, "RADAR_POINTS_PER_SENSOR", 50)
     with pytest.raises(StaleShardSetError, match=r"is stale: built by preprocessing pipeline [0-9a-f]{12} .*"
                                                  r"changed: members, radar_points_per_sensor; rebuild it with "
                                                  r"`python -m leadio.shard --root .* --collection full_pretrain`"):

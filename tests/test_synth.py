@@ -18,6 +18,7 @@ import pytest
 import simplejpeg
 
 from leadio import synth
+from leadio.synth.world import SCENARIOS, TP_RADII, WEATHERS
 
 SEED, ROUTES, FRAMES = 4, 6, 16  # seed 4: these 6 routes show every box class (checked below)
 FOLDERS = {"rgb": "jpg", "rgb_perturbated": "jpg", "semantics": "png", "semantics_perturbated": "png",
@@ -50,7 +51,7 @@ BOX_KEYS = {
 PLAIN = (dict, list, str, float, int, bool, type(None), np.ndarray, np.generic)
 
 
-class _PlainUnpickler(pickle.Unpickler):
+class _PlainUnpickler(pickle.Unpickler):  # noqa: S301 - an allow-list unpickler
     """Admits builtins and numpy arrays/scalars only: a file with anything else fails to load."""
 
     def find_class(self, module: str, name: str):
@@ -102,7 +103,7 @@ def test_layout_matches_lead(root, routes):
     assert not list(path.glob("data/*/.tmp-*"))
     expected = {f"{f:04d}" for f in range(FRAMES)}
     for route in routes:
-        assert route.parent.parent == path / "data" and route.parent.name in synth.SCENARIOS
+        assert route.parent.parent == path / "data" and route.parent.name in SCENARIOS
         town, rep, *_ = route.name.split("_")
         assert town.startswith("Town") and rep == "Rep0" and "_route0_" in route.name
         assert {p.name for p in route.iterdir()} == set(FOLDERS) | {"results.json"}
@@ -155,7 +156,7 @@ def test_pickles_are_plain_and_complete(routes):
             meta, boxes = load_pkl(route / "metas" / f"{f:04d}.pkl"), load_pkl(route / "bboxes" / f"{f:04d}.pkl")
             assert _plain(meta) and _plain(boxes)
             assert set(REQUIRED_META) <= set(meta)
-            for radius in synth.TP_RADII:
+            for radius in TP_RADII:
                 points, commands = meta[f"next_target_points_{radius}"], meta[f"next_commands_{radius}"]
                 assert len(points) == len(commands) >= 2 and all(len(p) == 3 for p in points)
                 assert all(isinstance(c, int) and c in (1, 2, 3, 4) for c in commands)
@@ -164,7 +165,7 @@ def test_pickles_are_plain_and_complete(routes):
             assert info["save_grouped_semantic"] is True and meta["jpeg_storage_quality"] == 30
             assert 0.1 <= abs(meta["perturbation_translation"]) <= 1.0
             assert 0.5 <= abs(meta["perturbation_rotation"]) <= 12.5
-            assert meta["weather_setting"] in synth.WEATHERS and meta["town"] in route.name
+            assert meta["weather_setting"] in WEATHERS and meta["town"] in route.name
             assert meta["ego_matrix"].dtype == np.float32 and meta["route"].dtype == np.float32
             assert boxes[0]["class"] == "ego_car"
             distances = [b["distance"] for b in boxes[1:]]
@@ -260,7 +261,7 @@ def test_results_mix_follows_lead_filter(root, routes):
     specs = [synth.route_spec(SEED, i) for i in range(100)]
     assert sum(not s.passes_filter for s in specs) == 20
     assert len({s.outcome for s in specs if not s.passes_filter}) >= 4  # failures of several kinds
-    assert len({s.scenario for s in specs}) == len(synth.SCENARIOS) and len({s.town for s in specs}) > 3
+    assert len({s.scenario for s in specs}) == len(SCENARIOS) and len({s.town for s in specs}) > 3
 
 
 def test_same_seed_same_bytes(tmp_path):

@@ -7,8 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from leadio import targets as T
 from leadio.format.config import DATASET_CONFIGS
+from leadio.schema import TARGET_LAYOUT, TARGET_RECORD_BYTES, BoxClass, pack_targets, unpack_targets
+from leadio.targets.bev import bev_semantic
+from leadio.targets.boxes import box_rows
+from leadio.targets.common import perturb_points, perturb_yaw
+from leadio.targets.lidar import lidar_bev_histogram, lidar_bev_to_float, radar_input
+from leadio.targets.planning import command_onehot, planning_targets, resample_route, target_speed_twohot
 
 CFG = DATASET_CONFIGS["carla_leaderboard2"]
 T_PERT, R_PERT = 1.0, 90.0  # perturbation used by the perturbated cases: 1 m right, yawed 90 deg
@@ -80,18 +85,18 @@ def unperturb(xy, t, r_deg):
 
 def test_perturbation_known_values_and_round_trip():
     # Ego yawed 90 deg to the right: a point ahead is now on its left.
-    np.testing.assert_allclose(T.perturb_points([1.0, 0.0], 0.0, 90.0), [0.0, -1.0], atol=1e-15)
-    np.testing.assert_allclose(T.perturb_points([0.0, 1.0], 1.0, 0.0), [0.0, 0.0])
-    assert T.perturb_yaw(0.0, 90.0) == pytest.approx(-math.pi / 2)
-    assert T.perturb_yaw(-math.pi, 0.0) == pytest.approx(math.pi)  # normalize: -pi -> pi
+    np.testing.assert_allclose(perturb_points([1.0, 0.0], 0.0, 90.0), [0.0, -1.0], atol=1e-15)
+    np.testing.assert_allclose(perturb_points([0.0, 1.0], 1.0, 0.0), [0.0, 0.0])
+    assert perturb_yaw(0.0, 90.0) == pytest.approx(-math.pi / 2)
+    assert perturb_yaw(-math.pi, 0.0) == pytest.approx(math.pi)  # normalize: -pi -> pi
     rng = np.random.default_rng(0)
     xy = rng.uniform(-50, 50, (100, 2))
     for t, r in [(0.7, -11.3), (-1.0, 12.5), (0.0, 0.0)]:
-        np.testing.assert_allclose(unperturb(T.perturb_points(xy, t, r), t, r), xy, atol=1e-12)
+        np.testing.assert_allclose(unperturb(perturb_points(xy, t, r), t, r), xy, atol=1e-12)
         yaw = rng.uniform(-3, 3, 50)
-        back = T.perturb_yaw(T.perturb_yaw(yaw, r), -r)
+        back = perturb_yaw(perturb_yaw(yaw, r), -r)
         np.testing.assert_allclose(np.angle(np.exp(1j * (back - yaw))), 0.0, atol=1e-12)
-    np.testing.assert_array_equal(T.perturb_points(xy, 0.0, 0.0), xy)  # identity is exact
+    np.testing.assert_array_equal(perturb_points(xy, 0.0, 0.0), xy)  # identity is exact
 
 
 # ------------------------------------------------------------------------------------------------ LiDAR
@@ -133,27 +138,27 @@ def lidar_cloud(rng, n=40_000, with_edges=True):
 
 def test_lidar_histogram_equals_histogramdd_including_edges():
     points, time = lidar_cloud(np.random.default_rng(1))
-    hist = T.lidar_bev_histogram(points, time, make_meta(), CFG, perturbated=False)
+    hist = lidar_bev_histogram(points, time, make_meta(), CFG, perturbated=False)
     assert hist.dtype == np.uint8 and hist.shape == (1, 320, 384)
     expected = reference_lidar_bev(points, time, 0.0, 0.0, perturbated=False)
-    np.testing.assert_array_equal(T.lidar_bev_to_float(hist, CFG), expected)
-    assert hist.max() == 5 and T.lidar_bev_to_float(hist, CFG).max() == 1.0
+    np.testing.assert_array_equal(lidar_bev_to_float(hist, CFG), expected)
+    assert hist.max() == 5 and lidar_bev_to_float(hist, CFG).max() == 1.0
 
 
 def test_lidar_histogram_perturbated_equals_reference():
     points, time = lidar_cloud(np.random.default_rng(2), with_edges=False)
     meta = make_meta(perturbation_translation=0.8, perturbation_rotation=-7.5)
-    hist = T.lidar_bev_histogram(points, time, meta, CFG, perturbated=True)
+    hist = lidar_bev_histogram(points, time, meta, CFG, perturbated=True)
     expected = reference_lidar_bev(points, time, 0.8, -7.5, perturbated=True)
-    np.testing.assert_array_equal(T.lidar_bev_to_float(hist, CFG), expected)
+    np.testing.assert_array_equal(lidar_bev_to_float(hist, CFG), expected)
 
 
 def test_lidar_histogram_pixel_index_and_filters():
     points = np.array([[0.1, -39.9, 0.0], [0.1, -39.9, 10.5], [0.1, -39.9, 0.0], [5.0, 5.0, 0.0]], np.float32)
-    hist = T.lidar_bev_histogram(points, np.array([0, 0, 10, 9], np.uint8), make_meta(), CFG, False)
+    hist = lidar_bev_histogram(points, np.array([0, 0, 10, 9], np.uint8), make_meta(), CFG, False)
     assert hist[0, 0, 128] == 1  # row floor((y+40)*4) = 0, column floor((x+32)*4) = 128; z and time drop 2
     assert hist[0, 180, 148] == 1 and hist.sum() == 2
-    empty = T.lidar_bev_histogram(np.zeros((0, 3), np.float32), np.zeros(0, np.uint8), {}, CFG, False)
+    empty = lidar_bev_histogram(np.zeros((0, 3), np.float32), np.zeros(0, np.uint8), {}, CFG, False)
     assert empty.shape == (1, 320, 384) and empty.sum() == 0
 
 
@@ -162,13 +167,13 @@ def test_lidar_histogram_pixel_index_and_filters():
 
 def test_single_car_box_row_and_bev_rectangle():
     meta, boxes = make_meta(), [EGO, make_box()]
-    rows, count = T.box_rows(boxes, meta, CFG, perturbated=False)
+    rows, count = box_rows(boxes, meta, CFG, perturbated=False)
     assert rows.shape == (90, 9) and rows.dtype == np.float32 and count == 1
     # x_px = (10+32)*4, y_px = (5+40)*4, extents*4, yaw, speed, brake NaN -> 0, VEHICLE, radar points.
     np.testing.assert_array_equal(rows[0], [168, 180, 8, 4, 0, 3, 0, 0, 4])
     assert not rows[1:].any()
 
-    bev = T.bev_semantic(EMPTY_MAP, boxes, meta, CFG, perturbated=False)
+    bev = bev_semantic(EMPTY_MAP, boxes, meta, CFG, perturbated=False)
     # Occupancy centre (column (10+128)*4 = 552, row (5+128)*4 = 532), half-size 8 x 4 px, crop offset
     # (352, 384): rows 176..184 and columns 160..176 inclusive get VEHICLE (1) + 3.
     expected = np.zeros((320, 384), np.uint8)
@@ -179,13 +184,13 @@ def test_single_car_box_row_and_bev_rectangle():
 
 def test_single_car_box_row_and_bev_perturbated():
     meta, boxes = make_meta(), [EGO, make_box()]
-    rows, count = T.box_rows(boxes, meta, CFG, perturbated=True)
+    rows, count = box_rows(boxes, meta, CFG, perturbated=True)
     # P(1 m, 90 deg): p' = R(90)^T (10, 5-1) = (4, -10); yaw' = -pi/2.
     assert count == 1
     expected = [(4 + 32) * 4, (-10 + 40) * 4, 8, 4, -math.pi / 2, 3, 0, 0, 4]
     np.testing.assert_allclose(rows[0], expected, atol=1e-4)
 
-    bev = T.bev_semantic(EMPTY_MAP, boxes, meta, CFG, perturbated=True)
+    bev = bev_semantic(EMPTY_MAP, boxes, meta, CFG, perturbated=True)
     # Centre column (4+128)*4-384 = 144, row (-10+128)*4-352 = 120; turned 90 deg: +-4 columns, +-8 rows.
     assert (bev[113:128, 141:148] == 4).all()
     ring = np.ones_like(bev, bool)
@@ -205,26 +210,26 @@ def test_bev_map_layer_remap_crop_and_repeat():
     expected[0:2, 0:2] = 1
     expected[318:320, 382:384] = 2
     expected[104:106, 72:74] = 3
-    np.testing.assert_array_equal(T.bev_semantic(hdmap, [], make_meta(), CFG, False), expected)
+    np.testing.assert_array_equal(bev_semantic(hdmap, [], make_meta(), CFG, False), expected)
     # Boxes are drawn over the map.
     road = np.ones((256, 256), np.uint8)
-    bev = T.bev_semantic(road, [EGO, make_box()], make_meta(), CFG, False)
+    bev = bev_semantic(road, [EGO, make_box()], make_meta(), CFG, False)
     assert bev[180, 168] == 4 and bev[0, 0] == 1
 
 
 def test_bev_walker_scaling_and_traffic_light_labels():
     walker = make_box("walker", position=(10.0, 0.0, 0.0), extent=(0.2, 0.2, 0.9), speed=1.0)
     red = make_box("traffic_light", (30.0, 0.0, 0.0), (0.5, 1.0, 1.0), affects_ego=True, state="Red")
-    bev = T.bev_semantic(EMPTY_MAP, [walker, red], make_meta(), CFG, False)
+    bev = bev_semantic(EMPTY_MAP, [walker, red], make_meta(), CFG, False)
     # Walker half-extent max(0.2, 0.4) * 2.5 = 1 m = 4 px around column 168, row 160: a 9 x 9 square.
     expected = np.zeros((320, 384), bool)
     expected[156:165, 164:173] = True
     np.testing.assert_array_equal(bev == 5, expected)
     assert bev[160, 248] == 11  # red light, normal: 8 + 3 (column (30+32)*4)
-    bev = T.bev_semantic(EMPTY_MAP, [red], make_meta(over_head_traffic_light=True), CFG, False)
+    bev = bev_semantic(EMPTY_MAP, [red], make_meta(over_head_traffic_light=True), CFG, False)
     assert bev[160, 248] == 12
     green = dict(red, state="Green")
-    assert T.bev_semantic(EMPTY_MAP, [green], make_meta(), CFG, False)[160, 248] == 10
+    assert bev_semantic(EMPTY_MAP, [green], make_meta(), CFG, False)[160, 248] == 10
 
 
 def test_box_filters_and_relabelling():
@@ -247,9 +252,9 @@ def test_box_filters_and_relabelling():
         make_box(position=(15, 0, 0), role_name="scenario", type_id="vehicle.ford.ambulance"),
         make_box(position=(15, 3, 0), type_id="vehicle.bh.crossbike"),
     ]
-    rows, count = T.box_rows(boxes, make_meta(), CFG, perturbated=False)
-    classes = [T.BoxClass(int(c)) for c in rows[:count, 7]]
-    B = T.BoxClass
+    rows, count = box_rows(boxes, make_meta(), CFG, perturbated=False)
+    classes = [BoxClass(int(c)) for c in rows[:count, 7]]
+    B = BoxClass
     assert classes == [B.WALKER, B.TRAFFIC_LIGHT, B.STOP_SIGN, B.OBSTACLE, B.PARKING, B.PARKING, B.SPECIAL,
                        B.BIKER]  # fmt: skip
     np.testing.assert_allclose(rows[3, 2:4], np.float32(0.1720348298549652) * 4)  # LEAD's cone size
@@ -259,7 +264,7 @@ def test_box_filters_and_relabelling():
 
 def test_box_rows_truncate_to_max():
     boxes = [make_box(position=(float(i % 60), float(i // 60), 0.0), id=i) for i in range(100)]
-    rows, count = T.box_rows(boxes, make_meta(), CFG, False)
+    rows, count = box_rows(boxes, make_meta(), CFG, False)
     assert count == 90
     np.testing.assert_array_equal(rows[:, 0], (np.arange(90) % 60 + 32) * 4)
 
@@ -268,27 +273,27 @@ def test_box_rows_opened_door_widens_box():
     meta = make_meta(current_active_scenario_type="VehicleOpensDoorTwoWays", scenario_obstacles_ids=[7],
                      vehicle_opened_door=True, vehicle_door_side="left")  # fmt: skip
     box = make_box(role_name="scenario", speed=0.0)
-    rows, _ = T.box_rows([box], meta, CFG, False)
-    np.testing.assert_allclose(rows[0, [1, 3, 7]], [(5.6 + 40) * 4, 1.6 * 4, T.BoxClass.OBSTACLE], rtol=1e-6)
+    rows, _ = box_rows([box], meta, CFG, False)
+    np.testing.assert_allclose(rows[0, [1, 3, 7]], [(5.6 + 40) * 4, 1.6 * 4, BoxClass.OBSTACLE], rtol=1e-6)
 
 
 def test_bev_occlusion_relabelling_and_cone_hull():
     occluded = make_box(position=(20.0, 0.0, 0.0), num_points=0, visible_pixels=0)
-    assert not T.bev_semantic(EMPTY_MAP, [occluded], make_meta(), CFG, False).any()
+    assert not bev_semantic(EMPTY_MAP, [occluded], make_meta(), CFG, False).any()
     ambulance = make_box(position=(20.0, 0.0, 0.0), type_id="vehicle.ford.ambulance")
-    assert T.bev_semantic(EMPTY_MAP, [ambulance], make_meta(), CFG, False)[160, 208] == 8  # special vehicle
+    assert bev_semantic(EMPTY_MAP, [ambulance], make_meta(), CFG, False)[160, 208] == 8  # special vehicle
     # A parked scenario car of an Accident scenario is an obstacle (box class 5, BEV class 6).
     meta = make_meta(current_active_scenario_type="Accident", scenario_obstacles_ids=[7])
     crash = make_box(position=(20.0, 0.0, 0.0), role_name="scenario", speed=0.0)
-    assert T.box_rows([crash], meta, CFG, False)[0][0, 7] == T.BoxClass.OBSTACLE
-    assert T.bev_semantic(EMPTY_MAP, [crash], meta, CFG, False)[160, 208] == 6
+    assert box_rows([crash], meta, CFG, False)[0][0, 7] == BoxClass.OBSTACLE
+    assert bev_semantic(EMPTY_MAP, [crash], meta, CFG, False)[160, 208] == 6
     # Six cones on a 3 m circle around (20, 0) plus a warning: their convex hull is filled as obstacle.
     angles = np.arange(6) * math.pi / 3
     cone = "static.prop.constructioncone"
     cones = [make_box("static", (20 + 3 * math.cos(a), 3 * math.sin(a), 0.0), type_id=cone) for a in angles]
     warning = make_box("static", (20.0, 8.0, 0.0), type_id="static.prop.trafficwarning")
-    assert T.bev_semantic(EMPTY_MAP, cones + [warning], make_meta(), CFG, False)[160, 208] == 6
-    assert T.bev_semantic(EMPTY_MAP, cones[:5] + [warning], make_meta(), CFG, False)[160, 208] == 0
+    assert bev_semantic(EMPTY_MAP, cones + [warning], make_meta(), CFG, False)[160, 208] == 6
+    assert bev_semantic(EMPTY_MAP, cones[:5] + [warning], make_meta(), CFG, False)[160, 208] == 0
 
 
 # ------------------------------------------------------------------------------------------------ planning
@@ -296,45 +301,45 @@ def test_bev_occlusion_relabelling_and_cone_hull():
 
 def test_route_straight_and_l_shaped():
     straight = np.stack([2.5 + np.arange(5.0), np.zeros(5)], 1)  # only 5 points: the rest is extrapolated
-    np.testing.assert_allclose(T.resample_route(straight), np.stack([2.5 + np.arange(20.0), np.zeros(20)], 1))
+    np.testing.assert_allclose(resample_route(straight), np.stack([2.5 + np.arange(20.0), np.zeros(20)], 1))
     l_route = [(2.5, 0), (3.5, 0), (4.5, 0), (4.5, 1), (4.5, 2), (4.5, 3)]
     expected = [(2.5, 0), (3.5, 0), (4.5, 0)] + [(4.5, float(k)) for k in range(1, 8)]
-    np.testing.assert_allclose(T.resample_route(l_route)[:10], expected, atol=1e-12)
+    np.testing.assert_allclose(resample_route(l_route)[:10], expected, atol=1e-12)
     # Corner cut: from (4.5, 0) one metre towards route[3] = (3, 1).
-    cut = T.resample_route([(1, 0), (2, 0), (3, 0), (3, 1), (3, 2), (3, 3)])
+    cut = resample_route([(1, 0), (2, 0), (3, 0), (3, 1), (3, 2), (3, 3)])
     np.testing.assert_allclose(cut[:3], [(2.5, 0), (3.5, 0), (4.5, 0)], atol=1e-12)
     np.testing.assert_allclose(cut[3], (4.5 - 1.5 / math.sqrt(3.25), 1 / math.sqrt(3.25)), atol=1e-12)
 
 
 def test_route_extrapolates_along_last_segment_and_dedupes():
-    out = T.resample_route([(3, 0), (3, 1)])
+    out = resample_route([(3, 0), (3, 1)])
     p1 = (2.5 + 0.5 / math.sqrt(1.25), 1 / math.sqrt(1.25))  # 1 m from (2.5, 0) towards (3, 1)
     y2 = p1[1] + math.sqrt(1 - (3 - p1[0]) ** 2)  # circle around p1 cut with the line x = 3
     np.testing.assert_allclose(out[:4], [(2.5, 0), p1, (3, y2), (3, y2 + 1)], atol=1e-12)
-    dup = T.resample_route([(2.5, 0), (2.5, 0), (3.5, 0), (2.5, 0), (4.5, 0)])
+    dup = resample_route([(2.5, 0), (2.5, 0), (3.5, 0), (2.5, 0), (4.5, 0)])
     np.testing.assert_allclose(dup, np.stack([2.5 + np.arange(20.0), np.zeros(20)], 1), atol=1e-12)
     with pytest.raises(ValueError, match="distinct"):
-        T.resample_route([(1, 1), (1, 1)])
+        resample_route([(1, 1), (1, 1)])
 
 
 def test_planning_route_waypoints_and_perturbation():
     meta = make_meta()
-    out = T.planning_targets(meta, perturbated=False)
+    out = planning_targets(meta, perturbated=False)
     np.testing.assert_allclose(out["route"], np.stack([2.5 + np.arange(10.0), np.zeros(10)], 1), atol=1e-6)
     ticks = np.arange(5, 41, 5)
     np.testing.assert_allclose(out["waypoints"], np.stack([0.5 * ticks, 0.1 * ticks], 1), rtol=1e-6)
     np.testing.assert_allclose(out["waypoint_yaws"], 0.01 * ticks, rtol=1e-6)
-    pert = T.planning_targets(meta, perturbated=True)
-    expected = T.perturb_points(out["waypoints"], T_PERT, R_PERT)
+    pert = planning_targets(meta, perturbated=True)
+    expected = perturb_points(out["waypoints"], T_PERT, R_PERT)
     np.testing.assert_allclose(pert["waypoints"], expected, atol=1e-5)
     np.testing.assert_allclose(pert["waypoint_yaws"], 0.01 * ticks - math.pi / 2, atol=1e-6)
     assert all(v.dtype == np.float32 for v in pert.values())
-    assert [k for k, _, _ in T.TARGET_LAYOUT] == list(out)
+    assert [k for k, _, _ in TARGET_LAYOUT] == list(out)
 
 
 def test_target_speed_twohot():
     def hot(v, brake=False):
-        return T.target_speed_twohot(v, brake).tolist()
+        return target_speed_twohot(v, brake).tolist()
 
     assert hot(9.0, brake=True) == [1, 0, 0, 0, 0, 0, 0, 0]
     assert hot(0.0) == [1, 0, 0, 0, 0, 0, 0, 0]
@@ -344,73 +349,73 @@ def test_target_speed_twohot():
     assert hot(13.88888888) == [0, 0, 0, 0, 1, 0, 0, 0]
     np.testing.assert_allclose(hot(2.0), [0.5, 0.5, 0, 0, 0, 0, 0, 0])
     with pytest.raises(ValueError, match="target speed"):
-        T.target_speed_twohot(-1.0, False)
+        target_speed_twohot(-1.0, False)
 
 
 def test_command_onehot():
-    assert np.argmax(T.command_onehot(-1)) == 3  # VOID -> LANEFOLLOW
+    assert np.argmax(command_onehot(-1)) == 3  # VOID -> LANEFOLLOW
     for c in range(1, 7):
-        assert T.command_onehot(c).tolist() == [float(i == c - 1) for i in range(6)]
-    assert np.argmax(T.command_onehot(7)) == 3 and np.argmax(T.command_onehot(0)) == 3
+        assert command_onehot(c).tolist() == [float(i == c - 1) for i in range(6)]
+    assert np.argmax(command_onehot(7)) == 3 and np.argmax(command_onehot(0)) == 3
 
 
 def test_target_points_three_with_duplicates_and_two():
     # Ego at (100, 200) facing world +y: world (100, 200 + d) is d metres ahead, world (90, 200) 10 m right.
-    out = T.planning_targets(make_meta(), perturbated=False)
+    out = planning_targets(make_meta(), perturbated=False)
     np.testing.assert_allclose(out["previous_target_point"], [10, 0], atol=1e-5)
     np.testing.assert_allclose(out["target_point"], [30, 0], atol=1e-5)
     np.testing.assert_allclose(out["next_target_point"], [50, 0], atol=1e-5)
     right = make_meta(**{"next_target_points_3.25": [[90.0, 200.0, 0.0], [100.0, 230.0, 0.0]]})
-    np.testing.assert_allclose(T.planning_targets(right, False)["previous_target_point"], [0, 10], atol=1e-5)
+    np.testing.assert_allclose(planning_targets(right, False)["previous_target_point"], [0, 10], atol=1e-5)
 
     points = [[100, 210, 0], [100, 210.000000001, 0], [100, 230, 0], [100, 230, 0], [100, 250, 0]]
     dup = make_meta(**{"next_target_points_3.25": points, "next_commands_3.25": [1, 2, 3, 4, 5]})
-    out = T.planning_targets(dup, perturbated=False)
+    out = planning_targets(dup, perturbated=False)
     np.testing.assert_allclose(out["target_point"], [30, 0], atol=1e-5)
     np.testing.assert_allclose(out["next_target_point"], [50, 0], atol=1e-5)
     assert np.argmax(out["command"]) == 0 and np.argmax(out["next_command"]) == 2
 
     points = [[100, 210, 0], [100, 210, 0]]
     two = make_meta(**{"next_target_points_3.25": points, "next_commands_3.25": [5, 6]})
-    out = T.planning_targets(two, perturbated=False)
+    out = planning_targets(two, perturbated=False)
     for key in ("previous_target_point", "target_point", "next_target_point"):
         np.testing.assert_allclose(out[key], [10, 0], atol=1e-5)
     assert np.argmax(out["command"]) == 4 and np.argmax(out["next_command"]) == 5
 
     # Perturbated: (30, 0) -> R(90)^T (30, -1) = (-1, -30).
-    np.testing.assert_allclose(T.planning_targets(make_meta(), True)["target_point"], [-1, -30], atol=1e-5)
+    np.testing.assert_allclose(planning_targets(make_meta(), True)["target_point"], [-1, -30], atol=1e-5)
     same = make_meta(**{"next_target_points_3.25": [[100, 210, 0]] * 3})
     with pytest.raises(ValueError, match="at least 2"):
-        T.planning_targets(same, False)
+        planning_targets(same, False)
 
 
 def test_missing_future_positions_is_a_clear_error():
     meta = make_meta(future_positions=np.zeros((40, 3), np.float32))
     with pytest.raises(ValueError, match=r"'future_positions' has 40 entries, need >= 41"):
-        T.planning_targets(meta, False)
+        planning_targets(meta, False)
     meta = make_meta()
     del meta["future_yaws"]
     with pytest.raises(ValueError, match="future_yaws"):
-        T.planning_targets(meta, False)
+        planning_targets(meta, False)
 
 
 def test_pack_unpack_round_trip():
-    targets = T.planning_targets(make_meta(brake=True, speed=3.25), perturbated=True)
-    record = T.pack_targets(targets)
-    assert isinstance(record, bytes) and len(record) == T.TARGET_RECORD_BYTES == 73 * 4
-    back = T.unpack_targets(record)
+    targets = planning_targets(make_meta(brake=True, speed=3.25), perturbated=True)
+    record = pack_targets(targets)
+    assert isinstance(record, bytes) and len(record) == TARGET_RECORD_BYTES == 73 * 4
+    back = unpack_targets(record)
     assert list(back) == list(targets)
     for name, value in targets.items():
         assert back[name].dtype == np.float32 and back[name].shape == value.shape
         np.testing.assert_array_equal(back[name], value)
-    assert T.pack_targets(back) == record
+    assert pack_targets(back) == record
     back["speed"][...] = 1.0  # writable copies
     with pytest.raises(ValueError, match="missing"):
-        T.pack_targets({k: v for k, v in targets.items() if k != "route"})
+        pack_targets({k: v for k, v in targets.items() if k != "route"})
     with pytest.raises(ValueError, match="shape"):
-        T.pack_targets(dict(targets, route=np.zeros((9, 2))))
+        pack_targets(dict(targets, route=np.zeros((9, 2))))
     with pytest.raises(ValueError, match="bytes"):
-        T.unpack_targets(record[:-4])
+        unpack_targets(record[:-4])
 
 
 # ------------------------------------------------------------------------------------------------ radar
@@ -425,7 +430,7 @@ def test_radar_input():
         "radar3": np.zeros((0, 4), np.float16),
         "radar4": inside[:3].astype(np.float16),
     }
-    out = T.radar_input(radar, CFG)
+    out = radar_input(radar, CFG)
     assert out.shape == (300, 5) and out.dtype == np.float16
     np.testing.assert_array_equal(out[:75, :4], radar["radar1"][:75])
     np.testing.assert_array_equal(out[75:77, :4], radar["radar2"][2:])  # closed box: edges kept
@@ -433,4 +438,4 @@ def test_radar_input():
     np.testing.assert_array_equal(out[225:228, :4], radar["radar4"])
     np.testing.assert_array_equal(out[:, 4], np.repeat(np.arange(4), 75))
     with pytest.raises(ValueError, match="radar4"):
-        T.radar_input({k: v for k, v in radar.items() if k != "radar4"}, CFG)
+        radar_input({k: v for k, v in radar.items() if k != "radar4"}, CFG)

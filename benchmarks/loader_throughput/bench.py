@@ -16,19 +16,19 @@ import numpy as np
 from benchmarks.reference_loaders import (
     SampleRef,
 )
-from leadio.buckets import Bucket, BucketCollection
+from leadio.buckets.collection import Bucket, BucketCollection
 from leadio.dataset import open_dataset
-from leadio.decode.fields import DEFAULT_KEYS, members_for_keys
-from leadio.format import dataset_config_for_root
+from leadio.format.config import dataset_config_for_root
 from leadio.plan import Shuffle
-from leadio.preprocess import member_name
-from leadio.shard import ShardSet, ShardSetError, build_shard_set, open_shard_set, shard_set_dir
+from leadio.schema import DEFAULT_KEYS, member_name, members_for_keys
+from leadio.shard.build import build_shard_set, shard_set_dir
+from leadio.shard.shardset import ShardSet, ShardSetError, open_shard_set
 
 LOADERS = ("reference raw", "reference cache", "plain webdataset", "leadio cpu", "leadio dali", "decode ceiling")
 #: opt-in rows (``--loaders``): leadio cpu reading the same samples in another epoch order, for the read cost of
 #: the order (the "leadio cpu" row is the default order, uniform on a local set; see `leadio.plan.shuffle`)
 ORDER_ROWS = {"leadio cpu block order": Shuffle("block", block_shards=4),
-              "leadio cpu window order": Shuffle("window")}  # version 1
+              "leadio cpu shard-local order": Shuffle("block", block_shards=1)}
 BASELINE = "leadio cpu"
 #: the project's targets on the same cores: leadio cpu / row >= x (for the ceiling: leadio cpu / ceiling >= x)
 TARGETS = {"reference raw": 30.0, "reference cache": 12.0, "plain webdataset": 1.5, "decode ceiling": 0.8,

@@ -15,7 +15,7 @@ from benchmarks.loader_throughput.bench import BASELINE, RGB_ATOL, Bench, ceilin
 from benchmarks.loader_throughput.rows import _LoaderRow, make_row
 from benchmarks.loader_throughput.timing import _quiet_collate_warning
 from leadio.decode.cpu import decode_batch
-from leadio.decode.fields import DEFAULT_KEYS, members_for_keys
+from leadio.schema import DEFAULT_KEYS, members_for_keys
 
 
 # ----------------------------------------------------------------------------------------------- checks

@@ -20,8 +20,7 @@ from benchmarks.loader_throughput.bench import BASELINE, NAME, TARGETS, Bench
 from benchmarks.loader_throughput.rows import make_row
 from benchmarks.loader_throughput.timing import Result
 from leadio.decode.cpu import decode_into
-from leadio.decode.fields import DEFAULT_KEYS, members_for_keys
-from leadio.preprocess import member_name
+from leadio.schema import DEFAULT_KEYS, member_name, members_for_keys
 
 
 # ----------------------------------------------------------------------------------------------- output

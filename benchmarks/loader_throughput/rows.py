@@ -32,7 +32,7 @@ from benchmarks.reference_loaders import (
 )
 from leadio.dataset import LeadLoader, open_dataset
 from leadio.decode.cpu import decode_into
-from leadio.decode.fields import DEFAULT_KEYS, members_for_keys
+from leadio.schema import DEFAULT_KEYS, members_for_keys
 
 
 # ----------------------------------------------------------------------------------------------- rows

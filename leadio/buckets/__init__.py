@@ -1,29 +1,17 @@
-"""Bucket collections: which frames an epoch draws from, and at what rate (see `collection`, `builders`)."""
+"""Bucket collections: which frames an epoch draws from, and at what rate.
 
-from leadio.buckets.builders import (
-    BUILDERS,
-    SHIPPED,
-    bucket_file_name,
-    build_collection,
-    full_collection,
-    load_or_build,
-    property_collection,
-    trainable_routes_on_disk,
-)
-from leadio.buckets.collection import Bucket, BucketCollection, BucketFileError, RouteChanges, rate_at
+`collection` (the `BucketCollection` and its file), `specs` (specs and stored files, read-only: the
+reading side's part), `builders` (build and refresh collections from the catalog: the building side's part).
+"""
 
-__all__ = [
-    "BUILDERS",
-    "SHIPPED",
-    "Bucket",
-    "BucketCollection",
-    "BucketFileError",
-    "RouteChanges",
-    "bucket_file_name",
-    "build_collection",
-    "full_collection",
-    "load_or_build",
-    "property_collection",
-    "rate_at",
-    "trainable_routes_on_disk",
-]
+from leadio.lazy import lazy_exports
+
+_HOME = {
+    "Bucket": "leadio.buckets.collection", "BucketCollection": "leadio.buckets.collection",
+    "BucketFileError": "leadio.buckets.collection", "rate_at": "leadio.buckets.collection",
+    "SHIPPED": "leadio.buckets.specs", "load_current": "leadio.buckets.specs",
+    "BUILDERS": "leadio.buckets.builders", "load_or_build": "leadio.buckets.builders",
+    "property_collection": "leadio.buckets.builders",
+}
+__all__ = sorted(_HOME)
+__getattr__, __dir__ = lazy_exports(__name__, _HOME)

@@ -19,26 +19,18 @@ import fnmatch
 import inspect
 import json
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from leadio._io import file_lock, remove_stale_temps
 from leadio.buckets.collection import Bucket, BucketCollection
-from leadio.catalog import Catalog, build_catalog, load_catalog
-from leadio.format import discover_routes
+from leadio.buckets.specs import bucket_file_name, load_current, read_spec
+from leadio.catalog import build_catalog
+from leadio.catalog_store import Catalog, load_catalog
+from leadio.files import file_lock, remove_stale_temps
 
-__all__ = [
-    "BUILDERS",
-    "bucket_file_name",
-    "build_collection",
-    "full_collection",
-    "load_or_build",
-    "property_collection",
-    "trainable_routes_on_disk",
-]
+__all__ = ["BUILDERS", "build_collection", "full_collection", "load_or_build", "property_collection", "resolve_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -130,41 +122,20 @@ def property_collection(catalog: Catalog, *, name: str, group_by: Sequence[Mappi
 #: builder name -> function(catalog, **params) -> BucketCollection
 BUILDERS: dict[str, Callable[..., BucketCollection]] = {"full": full_collection, "property": property_collection}
 
-#: The shipped collections: name -> (builder, params). LEAD's post-training name encodes
-#: num_way_points_prediction / skip_first / skip_last / waypoints_spacing.
-SHIPPED: dict[str, tuple[str, dict]] = {
-    "full_pretrain": ("full", {"name": "full_pretrain", "skip_first": 1, "skip_last": 1}),
-    "full_posttrain": ("full", {"name": "full_posttrain", "skip_first": 8, "skip_last": 8,
-                                "num_way_points_prediction": 8, "waypoints_spacing": 5}),
-}
-
-
-def bucket_file_name(params: Mapping) -> str:
-    """LEAD's file name for a collection."""
-    if params["name"] == "full_posttrain":
-        return (f"full_posttrain_buckets_{params['num_way_points_prediction']}_{params['skip_first']}_"
-                f"{params['skip_last']}_{params['waypoints_spacing']}.gz")
-    return f"{params['name']}_buckets.gz"
-
-
 def build_collection(catalog: Catalog, builder: str, params: Mapping) -> BucketCollection:
     if builder not in BUILDERS:
         raise ValueError(f"unknown bucket builder {builder!r}; known: {sorted(BUILDERS)}")
     return BUILDERS[builder](catalog, **params)
 
 
-def trainable_routes_on_disk(root: str | Path, on_error: str = "raise") -> dict[str, int]:
-    """rel_path -> frame count of the routes LEAD's filter keeps, as found on disk now."""
-    return {r.rel_path: r.num_frames for r in discover_routes(root, on_error) if r.trainable}
-
-
 #: Keys a collection spec may carry besides its builder's parameters (LEAD's names for the posttrain file).
 SPEC_EXTRAS = {"num_way_points_prediction", "waypoints_spacing", "description"}
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=+-]*")
 
 
-def _validate(builder: str, params: dict, source: str) -> tuple[str, dict]:
-    """Check a collection spec: known builder, known keys, a name that is a plain file name."""
+def resolve_spec(spec: str | Mapping | Path) -> tuple[str, dict]:
+    """``(builder, params)`` of a collection spec (`leadio.buckets.specs.read_spec`), checked against the
+    builders: a known builder, known keys (with "did you mean"), the required ones present."""
+    builder, params, source = read_spec(spec)
     if builder not in BUILDERS:
         raise ValueError(f"collection spec {source}: unknown builder {builder!r}; known: {sorted(BUILDERS)}")
     signature = inspect.signature(BUILDERS[builder]).parameters
@@ -178,34 +149,7 @@ def _validate(builder: str, params: dict, source: str) -> tuple[str, dict]:
                       and k not in params)
     if required:
         raise ValueError(f"collection spec {source}: missing key(s) {required}; e.g. \"name\": \"my_collection\"")
-    name = params["name"]
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValueError(f"collection spec {source}: name {name!r} must be a plain file name (letters, digits, "
-                         f"_.=+-; no '/' or leading '.'), as it names <root>/buckets/<name>_buckets.gz")
     return builder, params
-
-
-def _resolve(spec: str | Mapping | Path) -> tuple[str, dict]:
-    if isinstance(spec, Mapping):
-        spec = dict(spec)
-        return _validate(spec.pop("builder", "property"), spec, "(dict)")
-    if str(spec).endswith(".json"):
-        try:
-            with open(spec) as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"collection spec {spec} does not exist; pass a shipped name "
-                                    f"({', '.join(SHIPPED)}) or the path of a JSON spec") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"collection spec {spec} is not valid JSON ({e}); see examples/collections/") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"collection spec {spec} holds a {type(data).__name__}, expected a JSON object")
-        return _validate(data.pop("builder", "property"), data, str(spec))
-    if spec in SHIPPED:
-        builder, params = SHIPPED[str(spec)]
-        return builder, dict(params)
-    raise ValueError(f"unknown collection {spec!r}: expected one of {sorted(SHIPPED)}, a path to a JSON "
-                     f"collection spec, or a spec dict (see leadio.buckets.property_collection)")
 
 
 def load_or_build(root: str | Path, collection: str | Mapping | Path = "full_pretrain", *,
@@ -228,7 +172,7 @@ def load_or_build(root: str | Path, collection: str | Mapping | Path = "full_pre
         (collection, path of its bucket file).
     """
     root = Path(root)
-    builder, params = _resolve(collection)
+    builder, params = resolve_spec(collection)
     path = root / "buckets" / bucket_file_name(params)
     with file_lock(root / "buckets" / ".lock", f"bucket files of {root}"):
         remove_stale_temps(path)
@@ -238,24 +182,12 @@ def load_or_build(root: str | Path, collection: str | Mapping | Path = "full_pre
 
 def _load_or_build(root: Path, builder: str, params: dict, path: Path, force_rebuild: bool, workers: int,
                    progress: bool, dataset_config: str | None, on_error: str) -> tuple[BucketCollection, Path]:
-    on_disk = trainable_routes_on_disk(root, on_error)
-    if on_error == "skip" and (root / "catalog.zarr" / "zarr.json").exists():
-        try:  # routes the last scan skipped as unreadable are not "added" routes
-            for route in load_catalog(root).attrs.get("skipped_routes") or {}:
-                on_disk.pop(route, None)
-        except (OSError, ValueError):
-            pass
-    if path.exists() and not force_rebuild:
-        stored = BucketCollection.load(path)
-        changes = stored.changes_since_build(on_disk)
-        same_params = stored.builder == builder and stored.params == json.loads(json.dumps(params))
-        if not changes and same_params:
+    if not force_rebuild:
+        stored = load_current(root, builder, params, on_error=on_error)
+        if stored is not None:
             return stored, path
-        if changes:
-            log.warning("bucket file %s is stale, routes changed since it was built: %s; rebuilding",
-                        path, changes.describe())
-        else:
-            log.warning("bucket file %s was built with other parameters; rebuilding", path)
+        if path.exists():
+            log.warning("rebuilding bucket file %s", path)
     report = build_catalog(root, workers=workers, progress=progress, dataset_config=dataset_config, on_error=on_error)
     if report.rewritten:
         log.info(report.summary())

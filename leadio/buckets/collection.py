@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leadio._io import atomic_write_bytes
+from leadio.files import atomic_write_bytes
 
 __all__ = ["BUCKETS_FORMAT_VERSION", "Bucket", "BucketCollection", "BucketFileError", "RouteChanges", "rate_at"]
 

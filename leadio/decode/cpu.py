@@ -16,10 +16,9 @@ import numpy as np
 import simplejpeg
 import torch
 
-from leadio.decode.fields import FIELD_MEMBER, TARGET_FIELDS
-from leadio.preprocess import Member
+from leadio.schema import FIELD_MEMBER, TARGET_FIELDS, Member
 
-__all__ = ["RawBatch", "batch_views", "decode_batch", "decode_into", "inflate_member", "split_targets",
+__all__ = ["RawBatch", "batch_views", "decode_batch", "decode_into", "decode_member", "split_targets",
            "torch_dtype"]
 
 #: member name -> list of per-sample bytes, plus "row" and "view" int arrays
@@ -31,7 +30,7 @@ def _lz4_into():
     """``LZ4_decompress_safe(src, dst, src_size, dst_capacity)`` from python-lz4's own extension, called through
     ctypes, which releases the GIL: the block is inflated straight into the batch buffer. (``lz4.block``
     inflates into a temporary and copies it into a new bytes object while holding the GIL.) None when the
-    symbol is not exported; `inflate_member` is used then."""
+    symbol is not exported; `decode_member` is used then."""
     try:
         fn = ctypes.CDLL(lz4.block._block.__file__).LZ4_decompress_safe
     except (OSError, AttributeError):
@@ -49,14 +48,31 @@ def torch_dtype(dtype: str) -> torch.dtype:
     return _TORCH_DTYPE[np.dtype(dtype).name]
 
 
-def inflate_member(member: Member, data: bytes | memoryview, out: np.ndarray | None = None) -> np.ndarray:
-    """Non-JPEG member bytes -> array of the member's dtype/shape (lz4 inflated, raw viewed)."""
+def decode_member(member: Member, data: bytes | memoryview, out: np.ndarray | None = None) -> np.ndarray:
+    """One stored member -> an array of its declared dtype and shape: the reference decode of every encoding
+    (JPEG through simplejpeg, its header checked before anything is allocated; lz4 inflated; raw viewed).
+
+    Args:
+        out: write into this array (the member's shape) instead of returning a new one / a view of ``data``.
+
+    Raises:
+        ValueError: the bytes do not decode to the declared size.
+    """
+    if member.encoding == "jpeg":
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)  # refuse a hostile size before allocating
+        if (height, width) != member.shape[:2]:
+            raise ValueError(f"{member.name}: JPEG header declares {width}x{height}, expected "
+                             f"{member.shape[1]}x{member.shape[0]}")
+        arr = simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
+        if arr.shape != member.shape:
+            raise ValueError(f"{member.name}: JPEG decodes to {arr.shape}, expected {member.shape}")
+        return arr
     if member.encoding == "lz4":
         data = lz4.block.decompress(data, uncompressed_size=member.nbytes)
-    arr = np.frombuffer(data, dtype=np.dtype(member.dtype).newbyteorder("<"))
-    if arr.size * arr.itemsize != member.nbytes:
-        raise ValueError(f"member {member.name}: {len(data)} bytes, expected {member.nbytes}")
-    arr = arr.reshape(member.shape)
+    if len(data) != member.nbytes:
+        raise ValueError(f"member {member.name}: {len(data)} bytes, expected {member.nbytes} for "
+                         f"{member.dtype}{member.shape}")
+    arr = np.frombuffer(data, dtype=np.dtype(member.dtype).newbyteorder("<")).reshape(member.shape)
     if out is not None:
         out[...] = arr
         return out
@@ -98,7 +114,7 @@ def decode_into(raw: RawBatch, members: dict[str, Member], buffers: dict[str, np
                     if image.shape != member.shape:
                         raise ValueError(f"JPEG decodes to {image.shape}, expected {member.shape}")
                 elif not native:
-                    inflate_member(member, data, out=view[i])
+                    decode_member(member, data, out=view[i])
                 elif member.encoding == "lz4":  # straight into the slot, the GIL released, no temporary
                     src = np.frombuffer(data, np.uint8)  # bytes or a memoryview of the read: no copy
                     got = _LZ4_INTO(src.ctypes.data, address + i * stride, len(src), nbytes)
@@ -118,7 +134,7 @@ def decode_into(raw: RawBatch, members: dict[str, Member], buffers: dict[str, np
 
 
 def batch_views(buffers: dict[str, torch.Tensor], members: dict[str, Member], rows, views) -> dict[str, torch.Tensor]:
-    """The user-facing batch (see `leadio.decode.fields`) as views of per-member buffers (B, *member.shape)."""
+    """The user-facing batch (see `leadio.schema`) as views of per-member buffers (B, *member.shape)."""
     key_of = {m: k for k, m in FIELD_MEMBER.items()}
     out: dict[str, torch.Tensor] = {"row": torch.tensor(np.asarray(rows, np.int64)),
                                     "view": torch.tensor(np.asarray(views, np.uint8))}
@@ -135,7 +151,7 @@ def batch_views(buffers: dict[str, torch.Tensor], members: dict[str, Member], ro
 
 def decode_batch(raw: RawBatch, members: dict[str, Member], *, tensors: bool = False
                  ) -> tuple[dict, dict[int, str]]:
-    """Decode a raw batch (member -> list of bytes) into fresh arrays, the layout of `leadio.decode.fields`.
+    """Decode a raw batch (member -> list of bytes) into fresh arrays, the layout of `leadio.schema`.
 
     One buffer per member, decoded in place by `decode_into`; JPEG fields are CHW views of (B, H, W, 3)
     buffers (no transpose copy; ``.contiguous()`` on the device is cheap). The loader's engine decodes into
@@ -158,3 +174,26 @@ def decode_batch(raw: RawBatch, members: dict[str, Member], *, tensors: bool = F
     if not tensors:
         out = {k: v.numpy() for k, v in out.items()}
     return out, failures
+
+
+class CpuBackend:
+    """The ``cpu`` backend: every member decoded in the loader's decode threads (`decode_into`)."""
+
+    name = "cpu"
+
+    def __init__(self, batch_size: int, device: str, num_threads: int):
+        del batch_size, device, num_threads  # nothing to set up: the decode threads are the engine's
+
+    @staticmethod
+    def available() -> tuple[bool, str]:
+        return True, ""
+
+    def host_members(self, members: dict[str, Member]) -> dict[str, Member]:
+        """The members decoded into the host ring buffers: all of them."""
+        return members
+
+    def decode(self, raw: RawBatch, members: dict[str, Member], arrays: dict[str, np.ndarray],
+               tensors: dict[str, torch.Tensor], failures: dict[int, str]) -> dict[str, torch.Tensor]:
+        """Decode ``raw`` into the slot's ``arrays``; returns the buffers that live elsewhere (none here)."""
+        decode_into(raw, members, arrays, failures)
+        return {}

@@ -20,7 +20,10 @@ import threading
 
 import numpy as np
 
-__all__ = ["DaliDecoder", "dali_available", "gpu_available"]
+from leadio.decode.cpu import RawBatch, decode_into
+from leadio.schema import Member
+
+__all__ = ["DaliBackend", "DaliDecoder", "dali_available", "gpu_available"]
 
 
 def dali_available() -> tuple[bool, str]:
@@ -108,3 +111,41 @@ class DaliDecoder:
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._lock = threading.Lock()
+
+
+class DaliBackend:
+    """The ``dali`` backend: the decode threads read and inflate, a `DaliDecoder` decodes the JPEGs (on the GPU
+    with ``device="cuda"``, where the images stay; else with DALI's CPU operators, into the host ring)."""
+
+    name = "dali"
+
+    def __init__(self, batch_size: int, device: str, num_threads: int):
+        self.jpegs = DaliDecoder(batch_size, device="mixed" if device.startswith("cuda") else "cpu",
+                                 num_threads=max(1, num_threads))
+
+    @staticmethod
+    def available() -> tuple[bool, str]:
+        return dali_available()
+
+    def host_members(self, members: dict[str, Member]) -> dict[str, Member]:
+        """The members decoded into the host ring buffers: all but the JPEGs when nvJPEG writes them on the GPU."""
+        if self.jpegs.device == "mixed":
+            return {k: m for k, m in members.items() if m.encoding != "jpeg"}
+        return members
+
+    def decode(self, raw: RawBatch, members: dict[str, Member], arrays: dict[str, np.ndarray],
+               tensors: dict, failures: dict[int, str]) -> dict:
+        """Inflate the non-JPEG members into ``arrays``, decode the JPEGs with DALI (a failed sample's slot gets
+        the first good sample's image; the reader substitutes it anyway). Returns the GPU images, if any."""
+        jpeg = [k for k, m in members.items() if m.encoding == "jpeg"]
+        decode_into(raw, {k: m for k, m in members.items() if k not in jpeg}, arrays, failures)
+        good = next((i for i in range(len(raw["row"])) if i not in failures), None)
+        if not jpeg or good is None:
+            return {}
+        out = {}
+        for name in jpeg:
+            blobs = [raw[name][good if i in failures else i] for i in range(len(raw["row"]))]
+            images = self.jpegs.decode_jpegs(blobs, out=tensors.get(name))
+            if images.device.type != "cpu":
+                out[name] = images
+        return out

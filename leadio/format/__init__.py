@@ -1,32 +1,23 @@
-"""The LEAD raw route format: route discovery, the failed-route filter, per-modality readers.
+"""The LEAD raw route format: dataset configs (`config`), route discovery and the failed-route filter
+(`routes`), per-modality readers (`frame`, which needs OpenCV and laspy), the restricted unpickler (`pickles`).
 
-See ``docs/format.md`` §1-§3 for the specification this package implements.
+See ``docs/format.md`` §1-§3 for the specification this package implements. Names are imported from their
+module on first use, so the reading side, which needs `config` and `routes` only, never loads cv2 or laspy.
 """
 
-from leadio.format.config import DATASET_CONFIGS, DatasetConfig, UnknownDatasetError, dataset_config_for_root
-from leadio.format.errors import FrameReadError, RouteError, UnsafePickleError
-from leadio.format.frame import MODALITIES, REQUIRED_META_KEYS, VIEWS, frame_file, read_frame
-from leadio.format.pickles import load_lzma_pickle, loads_restricted
-from leadio.format.routes import FRAME_FOLDERS, RouteInfo, discover_routes, list_frames, route_filter_reason
+from leadio.lazy import lazy_exports
 
-__all__ = [
-    "DATASET_CONFIGS",
-    "FRAME_FOLDERS",
-    "MODALITIES",
-    "REQUIRED_META_KEYS",
-    "VIEWS",
-    "DatasetConfig",
-    "FrameReadError",
-    "RouteError",
-    "RouteInfo",
-    "UnknownDatasetError",
-    "UnsafePickleError",
-    "dataset_config_for_root",
-    "discover_routes",
-    "frame_file",
-    "list_frames",
-    "load_lzma_pickle",
-    "loads_restricted",
-    "read_frame",
-    "route_filter_reason",
-]
+_HOME = {
+    "DATASET_CONFIGS": "leadio.format.config", "DatasetConfig": "leadio.format.config",
+    "UnknownDatasetError": "leadio.format.config", "dataset_config_for_root": "leadio.format.config",
+    "FrameReadError": "leadio.format.errors", "RouteError": "leadio.format.errors",
+    "UnsafePickleError": "leadio.format.errors",
+    "MODALITIES": "leadio.format.frame", "REQUIRED_META_KEYS": "leadio.format.frame", "VIEWS": "leadio.format.frame",
+    "frame_file": "leadio.format.frame", "read_frame": "leadio.format.frame",
+    "load_lzma_pickle": "leadio.format.pickles", "loads_restricted": "leadio.format.pickles",
+    "FRAME_FOLDERS": "leadio.format.routes", "RouteInfo": "leadio.format.routes",
+    "discover_routes": "leadio.format.routes", "list_frames": "leadio.format.routes",
+    "route_filter_reason": "leadio.format.routes", "trainable_routes_on_disk": "leadio.format.routes",
+}
+__all__ = sorted(_HOME)
+__getattr__, __dir__ = lazy_exports(__name__, _HOME)

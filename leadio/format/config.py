@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from leadio.schema import LIDAR_HIST_MAX
+
 __all__ = ["DATASET_CONFIGS", "DatasetConfig", "UnknownDatasetError", "dataset_config_for_root"]
 
 
@@ -52,7 +54,7 @@ class DatasetConfig:
     lidar_min_z: float = -4.0
     lidar_max_z: float = 10.0
     pixels_per_meter: float = 4.0
-    lidar_hist_max_per_pixel: int = 5
+    lidar_hist_max_per_pixel: int = LIDAR_HIST_MAX
     lidar_time_steps: int = 5
     hdmap_size: int = 256
     hdmap_pixels_per_meter: float = 2.0

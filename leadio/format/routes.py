@@ -20,6 +20,7 @@ __all__ = [
     "discover_routes",
     "list_frames",
     "route_filter_reason",
+    "trainable_routes_on_disk",
 ]
 
 #: Per-frame folders of a LEAD route and their file extension (debug-only folders are not read).
@@ -165,3 +166,8 @@ def discover_routes(root: str | Path, on_error: str = "raise") -> list[RouteInfo
                 filter_reason=reason,
             ))
     return routes
+
+
+def trainable_routes_on_disk(root: str | Path, on_error: str = "raise") -> dict[str, int]:
+    """rel_path -> frame count of the routes LEAD's filter keeps, as found on disk now."""
+    return {r.rel_path: r.num_frames for r in discover_routes(root, on_error) if r.trainable}

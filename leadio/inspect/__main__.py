@@ -15,10 +15,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leadio.format import dataset_config_for_root
+from leadio.format.config import dataset_config_for_root
 from leadio.inspect.render import save_png
 from leadio.inspect.sample import InspectError, from_raw, from_shard_set
-from leadio.shard import open_shard_set, shard_set_dir
+from leadio.shard.build import shard_set_dir
+from leadio.shard.shardset import open_shard_set
 
 __all__ = ["main"]
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from leadio._io import atomic_write_bytes
+from leadio.files import atomic_write_bytes
 from leadio.inspect.render import render_png
 from leadio.inspect.sample import InspectSample, from_shard_set
-from leadio.shard import ShardSet
+from leadio.shard.shardset import ShardSet
 
 __all__ = ["BROWSERS", "GalleryReport", "browser_dom", "browser_screenshot", "choose_rows", "find_browser",
            "write_gallery"]

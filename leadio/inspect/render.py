@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from leadio._io import atomic_write_bytes
-from leadio.format import DATASET_CONFIGS, DatasetConfig
+from leadio.files import atomic_write_bytes
+from leadio.format.config import DATASET_CONFIGS, DatasetConfig
 from leadio.inspect.sample import InspectSample
 
 __all__ = ["BEV_CLASSES", "BOX_CLASSES", "CAMERA_CLASSES", "IMAGE_SIZE", "PANELS", "caption_lines", "render_array",
@@ -53,7 +53,7 @@ BEV_CLASSES = [("unlabeled", (20, 20, 20)), ("road", (95, 95, 95)), ("lane marke
 BOX_CLASSES = [("vehicle", (0, 140, 255)), ("walker", (255, 60, 60)), ("traffic light", (255, 220, 0)),
                ("stop sign", (230, 0, 230)), ("special", (0, 230, 200)), ("obstacle", (255, 140, 0)),
                ("parking", (170, 120, 255)), ("biker", (200, 140, 60))]
-_EGO_EXTENT = (2.45, 1.05)  # half length, half width (m), a Lincoln MKZ as in CARLA's leaderboard
+EGO_EXTENT = (2.45, 1.05)  # half length, half width (m), a Lincoln MKZ as in CARLA's leaderboard
 _SEMANTIC_ALPHA = 0.45
 
 
@@ -130,7 +130,7 @@ def _draw_route(ax, s: InspectSample) -> list:
 def _draw_ego(ax) -> list:
     from matplotlib.patches import Polygon
 
-    ex, ey = _EGO_EXTENT
+    ex, ey = EGO_EXTENT
     ax.add_patch(Polygon([[-ey, -ex], [ey, -ex], [ey, ex], [-ey, ex]], closed=True, fc="white", ec="red", lw=1.5))
     return ax.plot([0, 0], [0, ex * 2.2], color="red", lw=2, label="ego (heading)")
 

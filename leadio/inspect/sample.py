@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from leadio.format import RouteInfo, dataset_config_for_root, discover_routes
+from leadio.format.config import dataset_config_for_root
 from leadio.format.frame import read_meta
-from leadio.shard import ShardSet, open_shard_set
+from leadio.format.routes import RouteInfo, discover_routes
+from leadio.shard.shardset import ShardSet, open_shard_set
 
 __all__ = ["COMMANDS", "InspectError", "InspectSample", "from_raw", "from_shard_set", "resolve_route"]
 
@@ -162,9 +163,9 @@ def from_raw(root: str | Path, route: str, frame: int, *, view: str = "normal",
         FrameReadError: a file of the frame is missing or malformed (names it).
     """
     from leadio.decode.cpu import decode_batch
-    from leadio.decode.fields import DEFAULT_KEYS, members_for_keys
-    from leadio.preprocess import member_layout, member_name, preprocess_frame
-    from leadio.shard import sample_key
+    from leadio.preprocess import preprocess_frame
+    from leadio.schema import DEFAULT_KEYS, member_layout, member_name, members_for_keys
+    from leadio.shard.jobs import sample_key
 
     _check_view(view)
     root = Path(root)

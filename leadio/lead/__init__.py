@@ -1,6 +1,6 @@
 """The batch in the reference loader's format: what LEAD's ``CARLAData`` + its collate give, built on the device.
 
-`to_lead_batch` turns a leadio batch (`leadio.decode.fields`) into the dict the reference TransFuser/TFv6 code
+`to_lead_batch` turns a leadio batch (`leadio.schema`) into the dict the reference TransFuser/TFv6 code
 reads, key for key: names, dtypes, shapes and values of kesai-labs/lead at 4489176 (docs/format.md §4, §9), so
 its model, losses and logger run unchanged. `centernet_targets` is the one implementation of the CenterNet
 targets (leadtrain's losses call it too). `LeadBatches` wraps a `LeadLoader` (``open_dataset(...,

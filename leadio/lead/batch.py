@@ -11,12 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from leadio.engine import BatchRing
 from leadio.lead.targets import centernet_targets, radar_detections
+from leadio.schema import DEPTH_MAX_M, LIDAR_HIST_MAX, Member
 
 __all__ = ["LeadBatches", "LeadBuffers", "to_lead_batch"]
 
 DEPTH_RESOLUTION_RATIO = 4  # meta dataset_information.save_depth_resolution_ratio
-LIDAR_HIST_MAX = 5  # hist_max_per_pixel
 SOURCE_DATASET_CARLA = 1  # lead.common.constants.SourceDataset.CARLA
 # leadio target field -> LEAD key (float64 in LEAD's batch)
 _TARGET_KEYS = {"target_point": "target_point", "next_target_point": "target_point_next",
@@ -95,7 +96,7 @@ def to_lead_batch(batch: dict, device: str | torch.device | None = None, *, plan
     if "semantic" in batch:
         out["semantic"] = get("semantic")
     if "depth" in batch:  # decode_depth_8bit, float32
-        out["depth"] = _upsample_depth(get("depth").float().div_(255).mul_(50), buffers.get("depth"))
+        out["depth"] = _upsample_depth(get("depth").float().div_(255).mul_(DEPTH_MAX_M), buffers.get("depth"))
     if "bev_semantic" in batch:
         out["bev_semantic"] = out["hdmap"] = get("bev_semantic")  # reference: one array
     if "boxes" in batch:
@@ -170,9 +171,6 @@ class LeadBuffers:
         dev = torch.device(device) if device is not None else batch["row"].device
         if dev.type != "cpu":
             return None
-        from leadio.engine import BatchRing
-        from leadio.preprocess import Member
-
         members = {key: Member(key, "f32", "raw", "float32", shape) for key, shape in _buffer_shapes(batch).items()}
         if not members:
             return None
@@ -227,9 +225,7 @@ class LeadBatches:
 
 def _all_frames_have_waypoints(loader) -> bool:
     """Whether every frame of the loader's collection lies 8 or more frames before its route's end."""
-    from leadio.dataset import collection_rows
-
     cat = loader.shard_set.catalog
-    rows = np.concatenate([np.zeros(0, np.int64), *collection_rows(loader.shard_set, loader.collection)])
+    rows = np.concatenate([np.zeros(0, np.int64), *loader.bucket_rows])
     frames, lengths = np.asarray(cat["frame"])[rows], np.asarray(cat["route_num_frames"])[rows]
     return bool(len(rows)) and bool(np.all(frames < lengths - 8))

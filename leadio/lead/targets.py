@@ -11,14 +11,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from leadio.format.config import LEADERBOARD2
+from leadio.schema import BoxColumn
+
 __all__ = ["BEV_SIZE", "GRID", "NUM_BOX_CLASSES", "NUM_RADAR_QUERIES", "centernet_targets", "radar_detections"]
 
-BEV_SIZE = (320, 384)  # rows, columns of the BEV rasters box rows are expressed in (4 px/m)
+_BEV = LEADERBOARD2  # LEAD's sensor setup: the BEV raster that box rows are expressed in
+BEV_SIZE = (_BEV.bev_height, _BEV.bev_width)  # rows, columns (320, 384 at 4 px/m)
 GRID = (80, 96)  # CenterNet grid: lidar_height_meter x lidar_width_meter (bev_down_sample_factor 4)
 NUM_BOX_CLASSES = 8
 NUM_RADAR_QUERIES = 20  # num_radar_queries
-_PPM, _MIN_X, _MIN_Y = 4.0, -32.0, -40.0  # pixels_per_meter, min_x_meter, min_y_meter
-_X, _Y, _EX, _EY, _YAW, _SPEED, _BRAKE, _CLASS, _RADAR = range(9)  # box row columns (leadio.targets)
+_PPM, _MIN_X, _MIN_Y = _BEV.pixels_per_meter, _BEV.lidar_min_x, _BEV.lidar_min_y
+_X, _Y, _EX, _EY, _YAW, _SPEED, _BRAKE, _CLASS, _RADAR = BoxColumn  # box row columns
 # parse_radar_detection_labels' priority: SPECIAL, VEHICLE, WALKER, OBSTACLE, PARKING, then the rest.
 _RADAR_PRIORITY = (1, 2, 5, 5, 0, 3, 4, 5)  # by BoxClass value
 

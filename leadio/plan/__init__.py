@@ -10,7 +10,7 @@ Construction of the *global* sequence of epoch e (rng = ``default_rng([seed, epo
    plus a random remainder when it is > 1 (LEAD's semantics, with round instead of int); rate 0 costs nothing.
 2. the chosen samples are ordered by the shuffle algorithm (`leadio.plan.shuffle`): ``uniform`` (default for
    local sets: batches as diverse as the reference's uniform shuffle), ``block`` (remote sets: at most
-   ``block_shards`` shards resident at once) or ``window`` (the version-1 order).
+   ``block_shards`` shards resident at once).
 3. each sample draws its sensor view: perturbated with probability ``perturbation_rate`` (LEAD: 0.5).
 
 Ranks take the global sequence interleaved (rank r gets positions r, r+W, r+2W, ...) after dropping the last
@@ -98,7 +98,7 @@ def global_sequence(bucket_rows: Sequence[np.ndarray], rates: Sequence[float], s
     if not chosen:
         return np.zeros(0, np.int64), np.zeros(0, np.uint8)
     rows = np.sort(np.concatenate(chosen), kind="stable")
-    rows = SHUFFLES[spec.algorithm](rows, shard_of_row[rows], rng, spec)
+    rows = SHUFFLES[spec.algorithm](rows, shard_of_row[rows], rng, **spec.params)
     views = (rng.random(len(rows)) < perturbation_rate).astype(np.uint8)
     return rows, views
 

@@ -45,7 +45,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=1, help="epochs to average over")
     ap.add_argument("--block-shards", type=_ints, default=[4, 16, 64, 128, 256, 1024],
                     help="block sizes (shards) to simulate")
-    ap.add_argument("--windows", type=_ints, default=[256, 4096, 65536], help="window sizes to simulate")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--png", type=Path, default=None, help="write the quality/residency plot here")
     ap.add_argument("--json", type=Path, default=None, help="write the rows as JSON here")
@@ -53,8 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cat = synthetic_catalog(args.frames, route_frames=args.route_frames, shard_samples=args.shard_samples,
                                 rates=args.rates, seed=args.seed)
-        specs = ([Shuffle("uniform")] + [Shuffle("block", block_shards=k) for k in args.block_shards]
-                 + [Shuffle("window", window=w) for w in args.windows])
+        specs = [Shuffle("uniform")] + [Shuffle("block", block_shards=k) for k in args.block_shards]
         t0 = time.perf_counter()
         results = [simulate(cat, s, world=args.world, batch=args.batch, epochs=range(args.epochs), seed=args.seed)
                    for s in tqdm(specs, desc="simulating", unit="plan", disable=None)]

@@ -15,65 +15,82 @@ once (what a session cache for a remote set must hold):
   ``block_shards`` shards are resident at once, and a batch draws from all of them: a block of k shards of
   ~4.5 routes each gives a batch of 64 about ``4.5k * (1 - exp(-64 / 4.5k))`` distinct routes. The default for
   remote sets, with ``block_shards`` sized from the session cache bound.
-- ``window``: the version-1 order, kept to resume version-1 states and as the simulator's baseline: shard
-  blocks shuffled, then permuted within windows of ``window`` samples. Batches of ~2 routes at LEAD scale.
 
-`python -m leadio.plan simulate` measures all three on a synthetic catalog of any size.
+Each algorithm declares its own parameters as keyword-only arguments (``block(..., *, block_shards)``); a
+`Shuffle` names an algorithm and gives them, checked against that signature. A new algorithm is one function
+and one row of `SHUFFLES`.
+
+`python -m leadio.plan simulate` measures them on a synthetic catalog of any size.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PLAN_VERSION", "SHUFFLES", "Shuffle", "block", "resolve_shuffle", "uniform", "window"]
+__all__ = ["PLAN_VERSION", "SHUFFLES", "Shuffle", "block", "resolve_shuffle", "uniform"]
 
-PLAN_VERSION = 2  # 1: window shuffle only; 2: named shuffle algorithms (the name is part of the loader state)
+PLAN_VERSION = 2  # 2: named shuffle algorithms (the name and parameters are part of the loader state)
 
 
-@dataclass(frozen=True)
 class Shuffle:
-    """A shuffle algorithm and its parameters (see the module docstring).
+    """A shuffle algorithm of `SHUFFLES` and its parameters, e.g. ``Shuffle("block", block_shards=64)``.
 
-    Attributes:
-        algorithm: a name in `SHUFFLES`: ``"uniform"``, ``"block"`` or ``"window"``.
-        block_shards: ``block`` only: shards per block (>= 1), the bound on shards resident at once.
-        window: ``window`` only: permutation window in samples (>= 1).
+    Raises:
+        ValueError: an unknown algorithm, an unknown or missing parameter, or a value that is not an int >= 1
+            (every parameter so far is a count).
     """
 
-    algorithm: str = "uniform"
-    block_shards: int | None = None
-    window: int = 256
+    __slots__ = ("algorithm", "params")
 
-    def __post_init__(self) -> None:
-        if self.algorithm not in SHUFFLES:
-            raise ValueError(f"shuffle must be one of {sorted(SHUFFLES)}, got {self.algorithm!r}")
-        if self.algorithm == "block" and (self.block_shards is None or self.block_shards < 1):
-            raise ValueError(f"shuffle 'block' needs block_shards >= 1, got {self.block_shards!r}")
-        if self.window < 1:
-            raise ValueError(f"shuffle window must be >= 1, got {self.window}")
+    def __init__(self, algorithm: str = "uniform", **params: int):
+        if algorithm not in SHUFFLES:
+            raise ValueError(f"shuffle must be one of {sorted(SHUFFLES)}, got {algorithm!r}")
+        declared = [p.name for p in inspect.signature(SHUFFLES[algorithm]).parameters.values()
+                    if p.kind == p.KEYWORD_ONLY]
+        unknown = sorted(set(params) - set(declared))
+        if unknown:
+            raise ValueError(f"shuffle {algorithm!r} takes {declared or 'no parameters'}, got {unknown}")
+        for name in declared:
+            value = params.get(name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"shuffle {algorithm!r} needs {name} >= 1, got {value!r}")
+        object.__setattr__(self, "algorithm", algorithm)
+        object.__setattr__(self, "params", {k: int(params[k]) for k in declared})
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Shuffle is immutable")
+
+    def __getattr__(self, name: str) -> int:  # only called for names that are not slots: the parameters
+        params = object.__getattribute__(self, "params")
+        if name in params:
+            return params[name]
+        raise AttributeError(f"shuffle {self.algorithm!r} has no parameter {name!r}")
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Shuffle) and self.state() == other.state()
+
+    def __hash__(self) -> int:
+        return hash((self.algorithm, tuple(sorted(self.params.items()))))
+
+    def __repr__(self) -> str:
+        return f"Shuffle({self.algorithm!r}{''.join(f', {k}={v}' for k, v in self.params.items())})"
 
     def state(self) -> dict:
-        """The parameters that determine the order (for loader states and messages)."""
-        if self.algorithm == "block":
-            return {"algorithm": "block", "block_shards": int(self.block_shards)}
-        if self.algorithm == "window":
-            return {"algorithm": "window", "window": int(self.window)}
-        return {"algorithm": self.algorithm}
+        """The algorithm and the parameters that determine the order (for loader states and messages)."""
+        return {"algorithm": self.algorithm, **self.params}
 
     def describe(self) -> str:
-        """``uniform``, ``block(64 shards)`` or ``window(256)``."""
-        if self.algorithm == "block":
-            return f"block({self.block_shards} shards)"
-        if self.algorithm == "window":
-            return f"window({self.window})"
-        return self.algorithm
+        """``uniform`` or ``block(block_shards=64)``."""
+        if not self.params:
+            return self.algorithm
+        return f"{self.algorithm}({', '.join(f'{k}={v}' for k, v in self.params.items())})"
 
     @classmethod
     def from_state(cls, state: dict) -> Shuffle:
-        return cls(state["algorithm"], state.get("block_shards"), state.get("window", 256))
+        return cls(**{k: v for k, v in state.items() if k != "algorithm"}, algorithm=state["algorithm"])
 
 
 def _shard_blocks(rows: np.ndarray, shards: np.ndarray) -> list[np.ndarray]:
@@ -82,35 +99,25 @@ def _shard_blocks(rows: np.ndarray, shards: np.ndarray) -> list[np.ndarray]:
     return np.split(rows, starts[1:])
 
 
-def uniform(rows: np.ndarray, shards: np.ndarray, rng: np.random.Generator, spec: Shuffle) -> np.ndarray:
+def uniform(rows: np.ndarray, shards: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One uniform permutation of the epoch."""
     return rng.permutation(rows)
 
 
-def block(rows: np.ndarray, shards: np.ndarray, rng: np.random.Generator, spec: Shuffle) -> np.ndarray:
-    """Shuffled shards, cut into balanced blocks of <= ``spec.block_shards`` shards, each block permuted."""
+def block(rows: np.ndarray, shards: np.ndarray, rng: np.random.Generator, *, block_shards: int) -> np.ndarray:
+    """Shuffled shards, cut into balanced blocks of <= ``block_shards`` shards, each block permuted."""
     per_shard = _shard_blocks(rows, shards)
     order = rng.permutation(len(per_shard))
-    n_blocks = -(-len(per_shard) // spec.block_shards)
+    n_blocks = -(-len(per_shard) // block_shards)
     out = [rng.permutation(np.concatenate([per_shard[i] for i in part]))
            for part in np.array_split(order, n_blocks)]
     return np.concatenate(out)
 
 
-def window(rows: np.ndarray, shards: np.ndarray, rng: np.random.Generator, spec: Shuffle) -> np.ndarray:
-    """Version-1 order: shuffled shard blocks, then a permutation within each window of ``spec.window``."""
-    per_shard = _shard_blocks(rows, shards)
-    order = rng.permutation(len(per_shard))
-    out = np.concatenate([per_shard[i] for i in order])
-    for a in range(0, len(out), spec.window):
-        out[a:a + spec.window] = rng.permutation(out[a:a + spec.window])
-    return out
-
-
-SHUFFLES: dict[str, Callable[[np.ndarray, np.ndarray, np.random.Generator, Shuffle], np.ndarray]] = {
+#: name -> ``order(rows, shards, rng, **params) -> rows``; its keyword-only arguments are its parameters.
+SHUFFLES: dict[str, Callable[..., np.ndarray]] = {
     "uniform": uniform,
     "block": block,
-    "window": window,
 }
 
 
@@ -125,8 +132,10 @@ def resolve_shuffle(shuffle: str | Shuffle, *, block_shards: int | None, remote:
     if isinstance(shuffle, Shuffle):
         return shuffle
     name = ("block" if remote else "uniform") if shuffle == "auto" else shuffle
-    if name == "block" and block_shards is None:
-        block_shards = max(1, int(cache_bytes) // max(1, 2 * int(max_shard_bytes)))
     if name not in SHUFFLES:
         raise ValueError(f"shuffle must be 'auto' or one of {sorted(SHUFFLES)}, got {shuffle!r}")
-    return Shuffle(name, block_shards if name == "block" else None)
+    if name == "block":
+        if block_shards is None:
+            block_shards = max(1, int(cache_bytes) // max(1, 2 * int(max_shard_bytes)))
+        return Shuffle("block", block_shards=block_shards)
+    return Shuffle(name)

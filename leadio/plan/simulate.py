@@ -192,7 +192,7 @@ def plot(results: Sequence[SimResult], path: str | Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
-    styles = {"uniform": ("*", "C2"), "block": ("o", "C0"), "window": ("s", "C3")}
+    styles = {"uniform": ("*", "C2"), "block": ("o", "C0")}
     for algo, (marker, colour) in styles.items():
         pts = sorted((r.peak_resident_shards, r.quality, r.shuffle) for r in results
                      if r.shuffle.split("(")[0] == algo)

@@ -1,24 +1,17 @@
 """Shard sets: bucket-grouped WebDataset tar shards + DALI indexes + a Zarr catalog + a manifest.
 
-`build_shard_set` writes one (``python -m leadio.shard``), `open_shard_set` opens it for reading after the
-staleness checks, `verify_shard_set` checks it byte for byte.
+`build` writes one (``python -m leadio.shard``; `jobs` and `tarwriter` do one shard), `shardset` opens it
+for reading after the staleness checks, `verify` checks it byte for byte.
 """
 
-from leadio.shard.build import BuildReport, build_shard_set, merge_shard_set, plan_shards, sample_key, shard_set_dir
-from leadio.shard.shardset import ShardSet, ShardSetError, StaleShardSetError, open_shard_set
-from leadio.shard.verify import VerifyReport, verify_shard_set
+from leadio.lazy import lazy_exports
 
-__all__ = [
-    "BuildReport",
-    "ShardSet",
-    "ShardSetError",
-    "StaleShardSetError",
-    "VerifyReport",
-    "build_shard_set",
-    "merge_shard_set",
-    "open_shard_set",
-    "plan_shards",
-    "sample_key",
-    "shard_set_dir",
-    "verify_shard_set",
-]
+_HOME = {
+    "build_shard_set": "leadio.shard.build", "merge_shard_set": "leadio.shard.build",
+    "shard_set_dir": "leadio.shard.build", "BuildReport": "leadio.shard.build",
+    "ShardSet": "leadio.shard.shardset", "ShardSetError": "leadio.shard.shardset",
+    "StaleShardSetError": "leadio.shard.shardset", "open_shard_set": "leadio.shard.shardset",
+    "verify_shard_set": "leadio.shard.verify", "VerifyReport": "leadio.shard.verify",
+}
+__all__ = sorted(_HOME)
+__getattr__, __dir__ = lazy_exports(__name__, _HOME)

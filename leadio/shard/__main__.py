@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leadio.format import dataset_config_for_root
+from leadio.format.config import dataset_config_for_root
 
 __all__ = ["main", "parse_size"]
 
@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m leadio.shard"
 
     def run() -> int:
         if args.merge and args.part is None:
-            from leadio.buckets import load_or_build
+            from leadio.buckets.builders import load_or_build
 
             config = dataset_config_for_root(args.root, args.dataset_config)
             coll, _ = load_or_build(args.root, args.collection, dataset_config=config.name,

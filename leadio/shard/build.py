@@ -37,27 +37,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import xxhash
 from tqdm import tqdm
 
-from leadio._io import atomic_write_bytes, file_lock, remove_stale_temps
 from leadio._pool import process_pool
-from leadio.buckets import Bucket, BucketCollection, load_or_build
-from leadio.catalog import Catalog, build_catalog, load_catalog, write_catalog
-from leadio.format import DatasetConfig, FrameReadError, dataset_config_for_root
-from leadio.preprocess import PIPELINE_VERSION, pipeline_hash, pipeline_params
+from leadio.buckets.builders import load_or_build
+from leadio.buckets.collection import Bucket, BucketCollection
+from leadio.catalog import build_catalog
+from leadio.catalog_store import CATALOG_VERSION, Catalog, load_catalog, write_catalog
+from leadio.files import atomic_write_bytes, file_lock, remove_stale_temps
+from leadio.format.config import DatasetConfig, dataset_config_for_root
+from leadio.format.errors import FrameReadError
+from leadio.schema import PIPELINE_VERSION, pipeline_hash, pipeline_params
 from leadio.shard.jobs import (
     DEFAULT_SHARD_SIZE,
     ShardJob,
-    _check_task,
-    _jobs,
-    _sidecar_path,
-    _write_shard_task,
+    check_shard_task,
+    jobs_of,
     plan_shards,
     sample_key,
     shard_is_complete,
     shard_set_dir,
+    sidecar_path,
+    write_shard_task,
 )
+from leadio.stamps import route_fingerprints
 
 __all__ = ["BuildReport", "ShardJob", "build_shard_set", "merge_shard_set", "plan_shards", "sample_key",
            "shard_set_dir"]
@@ -187,13 +190,13 @@ def build_shard_set(root: str | Path, collection: str = "full_pretrain", *, work
             assignment["bucket_file"] = bucket_file.relative_to(root).as_posix()
             assignment["skipped_routes"] = skipped
             atomic_write_bytes(set_dir / "assignment.json", json.dumps(assignment, indent=1).encode())
-            jobs = [j for j in _jobs(assignment) if j.index % n == i]
+            jobs = [j for j in jobs_of(assignment) if j.index % n == i]
             checks = [(str(set_dir), str(root), j) for j in jobs]
             if workers > 1 and len(jobs) > 1:
                 with process_pool(workers) as pool:
-                    problems = list(pool.map(_check_task, checks, chunksize=max(1, len(jobs) // (4 * workers))))
+                    problems = list(pool.map(check_shard_task, checks, chunksize=max(1, len(jobs) // (4 * workers))))
             else:
-                problems = [_check_task(c) for c in checks]
+                problems = [check_shard_task(c) for c in checks]
             todo = [j for j, p in zip(jobs, problems, strict=True) if p is not None]
             rewritten = {j.path: p for j, p in zip(jobs, problems, strict=True) if p not in (None, "not written")}
             for path, why in rewritten.items():
@@ -222,7 +225,7 @@ def _write_jobs(root: Path, config: DatasetConfig, set_dir: Path, todo: list[Sha
     try:
         if workers > 1 and len(todo) > 1:
             with process_pool(workers) as pool:
-                futures = [pool.submit(_write_shard_task, a) for a in args]
+                futures = [pool.submit(write_shard_task, a) for a in args]
                 try:
                     for fut in as_completed(futures):
                         _, count, size = fut.result()
@@ -235,7 +238,7 @@ def _write_jobs(root: Path, config: DatasetConfig, set_dir: Path, todo: list[Sha
                     raise
         else:
             for a in args:
-                _, count, size = _write_shard_task(a)
+                _, count, size = write_shard_task(a)
                 samples, bytes_ = samples + count, bytes_ + size
                 bar.update(count)
                 bar.set_postfix(MB_s=f"{bytes_ / 1e6 / (time.perf_counter() - t0):.1f}", refresh=False)
@@ -258,14 +261,6 @@ def _remove_orphans(set_dir: Path, jobs: list[ShardJob]) -> int:
     return removed
 
 
-def route_fingerprints(routes, sources) -> dict[str, str]:
-    """route -> xxh3-64 over the source digests of its samples in the set (what ``check_routes="full"`` compares)."""
-    hashes: dict[str, xxhash.xxh3_64] = {}
-    for route, digest in zip(routes, sources, strict=True):
-        hashes.setdefault(str(route), xxhash.xxh3_64()).update(f"{digest};".encode())
-    return {r: h.hexdigest() for r, h in sorted(hashes.items())}
-
-
 def merge_shard_set(root: str | Path, set_dir: str | Path, config: DatasetConfig | None = None,
                     _verified: bool = False) -> Path:
     """Write the set's catalog and manifest from the shards' sidecars (every shard must be complete).
@@ -286,13 +281,13 @@ def _merge(root: Path, set_dir: Path, config: DatasetConfig, verified: bool) -> 
         raise FileNotFoundError(f"cannot merge {set_dir}: it has no assignment.json, so no part of it was written; "
                                 f"run the --part i/N builds first (or build without --part)")
     assignment = json.loads((set_dir / "assignment.json").read_text())
-    jobs = _jobs(assignment)
+    jobs = jobs_of(assignment)
     missing = [] if verified else [j for j in jobs if not shard_is_complete(set_dir, j)]
     if missing:
         raise ValueError(f"cannot merge {set_dir}: {len(missing)} of {len(jobs)} shards are not complete "
                          f"(first: {missing[0].path}); run the parts that write them (shard k belongs to "
                          f"--part k%N/N) or rerun without --part")
-    sidecars = [json.loads(_sidecar_path(set_dir, j).read_text()) for j in jobs]
+    sidecars = [json.loads(sidecar_path(set_dir, j).read_text()) for j in jobs]
     _remove_orphans(set_dir, jobs)
     base = load_catalog(root)
     index = {(str(r), int(f)): k for k, (r, f) in enumerate(zip(base["route"], base["frame"], strict=True))}
@@ -316,7 +311,7 @@ def _merge(root: Path, set_dir: Path, config: DatasetConfig, verified: bool) -> 
         "fingerprint": np.array([fingerprints[r] for r in routes], dtype=object),
     }
     members = sidecars[0]["members"]
-    attrs = {"format": "leadio-catalog", "version": 1, "kind": "shard-set", "members": members,
+    attrs = {"format": "leadio-catalog", "version": CATALOG_VERSION, "kind": "shard-set", "members": members,
              "dataset_config": config.name, "num_rows": len(rows)}
     write_catalog(set_dir / "catalog.zarr", Catalog(columns, route_table, attrs))
     skipped = assignment.get("skipped_routes", {})

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import xxhash
 
-from leadio._io import atomic_write_bytes, file_xxh3, remove_stale_temps, temp_sibling, writing
-from leadio.buckets import BucketCollection
-from leadio.format import DatasetConfig
-from leadio.preprocess import pipeline_hash, preprocess_frame
+from leadio.buckets.collection import BucketCollection
+from leadio.files import atomic_write_bytes, file_xxh3, remove_stale_temps, temp_sibling, writing
+from leadio.format.config import DatasetConfig
+from leadio.preprocess import preprocess_frame
+from leadio.schema import pipeline_hash
 from leadio.shard.tarwriter import ShardTarWriter, dali_index_text
 from leadio.stamps import RouteStamps
 
@@ -104,12 +105,12 @@ def plan_shards(root: Path, collection: BucketCollection, config: DatasetConfig,
             "bucket_names": [b.name for b in collection.buckets], "shards": shards}
 
 
-def _jobs(assignment: dict) -> list[ShardJob]:
+def jobs_of(assignment: dict) -> list[ShardJob]:
     return [ShardJob(s["index"], s["bucket"], s["path"], tuple(s["routes"]), tuple(s["frames"]))
             for s in assignment["shards"]]
 
 
-def _sidecar_path(set_dir: Path, job: ShardJob) -> Path:
+def sidecar_path(set_dir: Path, job: ShardJob) -> Path:
     return (set_dir / job.path).with_suffix(".json")
 
 
@@ -134,7 +135,7 @@ def _source_digests(root: Path, routes, frames) -> list[str]:
 
 def shard_problem(set_dir: Path, job: ShardJob, root: Path | None = None) -> str | None:
     """None when the shard is complete and current (see the module docstring), else why it must be rewritten."""
-    tar, side, idx = set_dir / job.path, _sidecar_path(set_dir, job), (set_dir / job.path).with_suffix(".idx")
+    tar, side, idx = set_dir / job.path, sidecar_path(set_dir, job), (set_dir / job.path).with_suffix(".idx")
     if not (tar.exists() and side.exists() and idx.exists()):
         return "not written"
     try:
@@ -167,7 +168,7 @@ def write_shard(root: Path, config: DatasetConfig, set_dir: Path, job: ShardJob)
     """Preprocess a job's frames into its tar, index and sidecar (tar renamed into place last)."""
     final = set_dir / job.path
     final.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in (final, final.with_suffix(".idx"), _sidecar_path(set_dir, job)):
+    for leftover in (final, final.with_suffix(".idx"), sidecar_path(set_dir, job)):
         remove_stale_temps(leftover)  # of a killed writer of this shard (we own it: build lock + assignment)
     tmp = temp_sibling(final)
     try:
@@ -193,21 +194,21 @@ def write_shard(root: Path, config: DatasetConfig, set_dir: Path, job: ShardJob)
             "sources": sources,
         }
         atomic_write_bytes(final.with_suffix(".idx"), dali_index_text(writer.samples).encode())
-        atomic_write_bytes(_sidecar_path(set_dir, job), json.dumps(sidecar).encode())
+        atomic_write_bytes(sidecar_path(set_dir, job), json.dumps(sidecar).encode())
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
     return sidecar
 
 
-def _write_shard_task(args: tuple[str, str, str, ShardJob]) -> tuple[int, int, int]:
+def write_shard_task(args: tuple[str, str, str, ShardJob]) -> tuple[int, int, int]:
     root, config_name, set_dir, job = args
-    from leadio.format import DATASET_CONFIGS
+    from leadio.format.config import DATASET_CONFIGS
 
     sidecar = write_shard(Path(root), DATASET_CONFIGS[config_name], Path(set_dir), job)
     return job.index, sidecar["samples"], sidecar["bytes"]
 
 
-def _check_task(args: tuple[str, str, ShardJob]) -> str | None:
+def check_shard_task(args: tuple[str, str, ShardJob]) -> str | None:
     set_dir, root, job = args
     return shard_problem(Path(set_dir), job, Path(root))

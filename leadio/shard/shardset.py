@@ -29,12 +29,14 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
-from leadio.buckets import trainable_routes_on_disk
-from leadio.catalog import Catalog, load_catalog
-from leadio.format import DATASET_CONFIGS, DatasetConfig, list_frames
-from leadio.preprocess import Member, decode_member, member_layout, pipeline_hash
+from leadio.buckets.specs import collection_name
+from leadio.catalog_store import Catalog, CatalogError, load_catalog
+from leadio.format.config import DATASET_CONFIGS, DatasetConfig
+from leadio.format.routes import list_frames, trainable_routes_on_disk
 from leadio.read import ReadError, read_small, resolve
+from leadio.schema import Member, member_layout, pipeline_hash
 from leadio.session_cache import SessionCache
+from leadio.stamps import RouteStamps, route_fingerprints
 
 __all__ = ["ShardSet", "ShardSetError", "StaleShardSetError", "locate_shard_set", "open_shard_set"]
 
@@ -140,21 +142,6 @@ class ShardSet:
                                 f"the shard ends earlier (truncated); {self._fix()}")
         return data
 
-    def read_sample(self, row: int, view: str = "normal", names: list[str] | None = None) -> dict[str, np.ndarray]:
-        """Decode the members ``names`` (default all) of one view of sample ``row`` (CPU reference decode)."""
-        from leadio.preprocess import member_name
-
-        out = {}
-        for name in names or list(self.layout):
-            member = self.layout[name]
-            data = self.read_member_bytes(row, member_name(member, view))
-            try:
-                out[name] = decode_member(member, data)
-            except Exception as e:
-                raise ShardSetError(f"{self.describe(row)}: member {member_name(member, view)} does not decode "
-                                    f"({type(e).__name__}: {e})") from e
-        return out
-
 
 def _rebuild_hint(manifest: dict, root: Path | None) -> str:
     return (f"rebuild it with `python -m leadio.shard --root {root or '<root>'} --collection "
@@ -170,7 +157,7 @@ def _check_pipeline(path: Path, manifest: dict, root: Path | None) -> DatasetCon
     current = pipeline_hash(config)
     built = manifest["pipeline"]
     if built["hash"] != current:
-        from leadio.preprocess import PIPELINE_VERSION, pipeline_params
+        from leadio.schema import PIPELINE_VERSION, pipeline_params
 
         now = pipeline_params(config)
         changed = sorted(k for k in now if json.dumps(now[k], sort_keys=True) !=
@@ -254,16 +241,6 @@ def _no_manifest(path: Path) -> str:
     return f"{path} is not a shard set (no manifest.json); pass <root>/shards/<collection>-<hash> or a dataset root"
 
 
-def _collection_name(collection) -> str:
-    if collection is None:
-        return "full_pretrain"
-    if hasattr(collection, "name"):
-        return collection.name
-    from leadio.buckets.builders import _resolve
-
-    return _resolve(collection)[1]["name"]
-
-
 def locate_shard_set(location, collection=None, root: str | Path | None = None) -> tuple[object, Path | None]:
     """(shard set, dataset root) for what a user passed to ``open_dataset``.
 
@@ -281,7 +258,7 @@ def locate_shard_set(location, collection=None, root: str | Path | None = None) 
     path = Path(str(location).removeprefix("file://"))
     if (path / "manifest.json").exists() or not ((path / "data").is_dir() or (path / "shards").is_dir()):
         return location, root
-    name = _collection_name(collection)
+    name = collection_name(collection)
     for candidate in dict.fromkeys([name, "full_pretrain"]):
         found = []
         for manifest_path in sorted((path / "shards").glob(f"{candidate}-*/manifest.json")):
@@ -301,9 +278,6 @@ def locate_shard_set(location, collection=None, root: str | Path | None = None) 
 
 def _frames_changed(root: Path, manifest: dict, catalog: Catalog) -> list[str]:
     """Routes whose samples' source files (`leadio.stamps`) differ from the digests recorded at build time."""
-    from leadio.shard.build import route_fingerprints
-    from leadio.stamps import RouteStamps
-
     caches: dict[str, RouteStamps] = {}
     digests = []
     for route, frame in zip(catalog["route"], catalog["frame"], strict=True):
@@ -404,8 +378,6 @@ def _check_consistency_light(path: Path, manifest: dict, catalog: Catalog, fix: 
 
 
 def _load_set_catalog(path: Path, fix: str) -> Catalog:
-    from leadio.catalog import CatalogError
-
     try:
         return load_catalog(path / "catalog.zarr", fix=f"{fix} (it rewrites the set's catalog)")
     except CatalogError as e:

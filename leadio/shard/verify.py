@@ -15,8 +15,8 @@ import numpy as np
 import xxhash
 from tqdm import tqdm
 
-from leadio._io import file_xxh3
-from leadio.preprocess import decode_member
+from leadio.decode.cpu import decode_member
+from leadio.files import file_xxh3
 from leadio.shard.shardset import ShardSet
 from leadio.shard.tarwriter import parse_dali_index
 

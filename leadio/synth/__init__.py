@@ -40,82 +40,8 @@ This package: `world` (road, junctions, statics, constants), `drive` (the expert
 `records` (`RouteSpec`, `RouteStats`, `SynthSummary`), `generate` (routes to disk) and `cli`.
 """
 
-# The old single module's public names stay importable from here; `__all__` is the API.
 from leadio.synth.cli import main
-from leadio.synth.drive import Actors, Stop, build_actors, drive  # noqa: F401
-from leadio.synth.generate import FOLDERS, generate_root, generate_route  # noqa: F401
+from leadio.synth.generate import generate_root, generate_route
 from leadio.synth.records import RouteSpec, RouteStats, SynthSummary, route_spec
-from leadio.synth.render import (  # noqa: F401
-    CAMERA_PALETTE,
-    HDMAP_PALETTE,
-    Faces,
-    Rig,
-    draw_ground,
-    laz_bytes,
-    lidar_sweep,
-    make_rig,
-    points_in_boxes,
-    radar_hits,
-    render,
-)
-from leadio.synth.scene import Scene, build_scene  # noqa: F401
-from leadio.synth.world import (  # noqa: F401
-    BASE_RGB,
-    BASE_SEM,
-    BEV_PPM,
-    BEV_SIZE,
-    BEV_X0,
-    BEV_Y0,
-    CAM_W,
-    CAM_Z,
-    CAMERAS,
-    CAR_EXTENTS,
-    CAR_TYPES,
-    DS,
-    DT,
-    EGO_EXTENT,
-    FAIL_OUTCOMES,
-    FOCAL,
-    IMG_H,
-    INFRACTION_KEYS,
-    LANE_W,
-    LANEFOLLOW,
-    LEFT,
-    LIDAR_Z,
-    M_ACTOR,
-    M_BUILDING,
-    M_FAR,
-    M_LIGHT,
-    M_MARK,
-    M_POLE,
-    M_ROAD,
-    M_SKY,
-    M_STOP,
-    M_TERRAIN,
-    M_VEG,
-    M_WALK,
-    M_YELLOW,
-    NEAR,
-    PASS_OUTCOMES,
-    RADARS,
-    RIGHT,
-    ROAD_HI,
-    ROAD_LO,
-    S_BACK,
-    SAVE_EVERY,
-    SCENARIOS,
-    STRAIGHT,
-    TOWNS,
-    TP_RADII,
-    WALK_HI,
-    WALK_LO,
-    WEATHERS,
-    Junction,
-    Solids,
-    World,
-    build_statics,
-    build_world,
-)
-from leadio.synth.writers import frame_files  # noqa: F401
 
 __all__ = ["RouteSpec", "RouteStats", "SynthSummary", "generate_root", "generate_route", "main", "route_spec"]

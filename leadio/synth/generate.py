@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from leadio.synth.records import RouteSpec, RouteStats, SynthSummary, route_spec
 from leadio.synth.scene import build_scene
-from leadio.synth.writers import _results, frame_files
+from leadio.synth.writers import frame_files, route_results
 
 FOLDERS = {"rgb": "jpg", "rgb_perturbated": "jpg", "semantics": "png", "semantics_perturbated": "png",
            "depth": "png", "depth_perturbated": "png", "hdmap": "png", "hdmap_perturbated": "png", "lidar": "laz",
@@ -45,7 +45,7 @@ def generate_route(route_dir: str | Path, spec: RouteSpec, num_frames: int) -> R
         for folder, data in frame_files(scene, f).items():
             (tmp / folder / f"{f:04d}.{FOLDERS[folder]}").write_bytes(data)
             total += len(data)
-    results = json.dumps(_results(scene), indent=2).encode()
+    results = json.dumps(route_results(scene), indent=2).encode()
     (tmp / "results.json").write_bytes(results)
     if route_dir.exists():
         shutil.rmtree(route_dir)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from leadio.synth.world import FAIL_OUTCOMES, PASS_OUTCOMES, SCENARIOS, TOWNS, WEATHERS, _rng
+from leadio.synth.world import FAIL_OUTCOMES, PASS_OUTCOMES, SCENARIOS, TOWNS, WEATHERS, seeded_rng
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +59,7 @@ def route_spec(seed: int, index: int) -> RouteSpec:
 
     Exactly one route in five fails LEAD's filter (which one depends on the seed); the failure kinds rotate.
     """
-    rng = _rng(seed, index, 0)
+    rng = seeded_rng(seed, index, 0)
     scenario = SCENARIOS[rng.choice(len(SCENARIOS), p=[0.3, 0.15, 0.2, 0.2, 0.15])]
     town, weather = TOWNS[rng.integers(len(TOWNS))], list(WEATHERS)[rng.integers(len(WEATHERS))]
     date = "_".join(f"{v:02d}" for v in (rng.integers(1, 13), rng.integers(1, 29), rng.integers(0, 24),

@@ -16,8 +16,6 @@ import laspy
 import numpy as np
 
 from leadio.synth.world import (
-    _EDGES,
-    _FACES,
     BEV_PPM,
     BEV_SIZE,
     BEV_X0,
@@ -40,8 +38,15 @@ from leadio.synth.world import (
     WALK_LO,
     Solids,
     World,
-    _wrap,
+    wrap_angle,
 )
+
+# The 12 edges of a box as pairs of `box_corners` indices: corners i and j share an edge when their sign
+# patterns differ in one axis (one bit of the index).
+_EDGES = np.array([(i, i ^ b) for i in range(8) for b in (1, 2, 4) if i < i ^ b])
+_FACES = np.array([  # per visible face: normal, tangent 1, tangent 2 (box-local axes); the bottom is never hit
+    [[1, 0, 0], [0, 1, 0], [0, 0, 1]], [[-1, 0, 0], [0, 1, 0], [0, 0, 1]], [[0, 1, 0], [1, 0, 0], [0, 0, 1]],
+    [[0, -1, 0], [1, 0, 0], [0, 0, 1]], [[0, 0, 1], [1, 0, 0], [0, 1, 0]]], float)
 
 
 # ------------------------------------------------------------------------------------------------ sensors
@@ -221,7 +226,7 @@ def radar_hits(rng: np.random.Generator, faces: Faces, vel: np.ndarray, sensor: 
     pts = centre.reshape(-1, 3)[face] + (u * h1.ravel()[face])[:, None] * t1.reshape(-1, 3)[face]
     pts[:, 2] = sensor[2]
     rel = pts - sensor
-    keep = np.abs(_wrap(np.arctan2(rel[:, 1], rel[:, 0]) - sensor_yaw)) < np.pi / 4
+    keep = np.abs(wrap_angle(np.arctan2(rel[:, 1], rel[:, 0]) - sensor_yaw)) < np.pi / 4
     pts, face, rel = pts[keep], face[keep] // 4, rel[keep]
     unit = rel[:, :2] / np.maximum(np.linalg.norm(rel[:, :2], axis=1, keepdims=True), 1e-6)
     v_rad = ((vel[face] - ego_vel) * unit).sum(1)

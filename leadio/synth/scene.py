@@ -29,10 +29,10 @@ from leadio.synth.world import (
     WEATHERS,
     Solids,
     World,
-    _rng,
-    _to_local,
     build_statics,
     build_world,
+    seeded_rng,
+    to_local,
 )
 
 
@@ -61,7 +61,7 @@ class Scene:
 
 def build_scene(spec: RouteSpec, num_frames: int) -> Scene:
     """Simulate route ``spec`` for ``num_frames`` saved frames (5 ticks each)."""
-    rng = _rng(spec.seed, spec.index, 1)
+    rng = seeded_rng(spec.seed, spec.index, 1)
     ticks = (num_frames - 1) * SAVE_EVERY + 1
     v_max = rng.uniform(8.0, 12.5)
     reach = v_max * ticks * DT
@@ -103,15 +103,17 @@ def build_scene(spec: RouteSpec, num_frames: int) -> Scene:
                  np.clip(lut, 0, 255).astype(np.uint8), noise)
 
 
-def _actor_solids(sc: Scene, tick: int, idx: np.ndarray) -> Solids:
+def actor_solids(sc: Scene, tick: int, idx: np.ndarray) -> Solids:
+    """Actors ``idx`` at ``tick`` as solids; the k-th gets camera material M_ACTOR + k."""
     a = sc.actors
     return Solids(a.xy[idx, tick], a.extent[idx, 2], a.yaw[idx, tick], a.extent[idx], M_ACTOR + np.arange(len(idx)))
 
 
-def _lidar(sc: Scene, rng: np.random.Generator, t: int, near: np.ndarray, statics: Faces) -> tuple[np.ndarray, ...]:
+def lidar_points(sc: Scene, rng: np.random.Generator, t: int, near: np.ndarray,
+                 statics: Faces) -> tuple[np.ndarray, ...]:
     """Points (N, 3) in the LAZ frame of tick t and their sweep age: the last ≤ 5 ticks, compensated."""
     ticks = np.arange(t, max(t - 5, -1), -1)
-    parts = [Faces.concat(Faces.of(_actor_solids(sc, k, near[sc.actors.valid[near, k]])), statics) for k in ticks]
+    parts = [Faces.concat(Faces.of(actor_solids(sc, k, near[sc.actors.valid[near, k]])), statics) for k in ticks]
     sizes = np.array([len(f.h1) for f in parts])
     faces = Faces.concat(*parts)
     sensors = np.concatenate([sc.ego["xy"][ticks], np.full((len(ticks), 1), LIDAR_Z)], 1)
@@ -124,10 +126,11 @@ def _lidar(sc: Scene, rng: np.random.Generator, t: int, near: np.ndarray, static
     pts = np.concatenate([pts, np.concatenate([sc.world.point(s.ravel(), d), z[:, None]], 1)])
     age = np.concatenate([age, np.tile(np.repeat(np.arange(len(ticks)), 300), 2)])
     pose = np.array([*sc.ego["xy"][t], sc.ego["yaw"][t]])
-    return np.concatenate([_to_local(pts[:, :2], pose), pts[:, 2:] - LIDAR_Z / 2], 1), age
+    return np.concatenate([to_local(pts[:, :2], pose), pts[:, 2:] - LIDAR_Z / 2], 1), age
 
 
-def _radar(sc: Scene, rng: np.random.Generator, t: int, faces: Faces, vel: np.ndarray) -> list[tuple[np.ndarray, ...]]:
+def radar_detections(sc: Scene, rng: np.random.Generator, t: int, faces: Faces,
+                     vel: np.ndarray) -> list[tuple[np.ndarray, ...]]:
     """Per sensor: detections (N, 4) in the ego frame (x, y, z, v) and the box index of each."""
     pose = np.array([*sc.ego["xy"][t], sc.ego["yaw"][t]])
     c, s = np.cos(pose[2]), np.sin(pose[2])
@@ -136,6 +139,6 @@ def _radar(sc: Scene, rng: np.random.Generator, t: int, faces: Faces, vel: np.nd
     for x, y, yaw in RADARS:
         sensor = np.array([pose[0] + c * x - s * y, pose[1] + s * x + c * y, 0.6])
         hits, src = radar_hits(rng, faces, vel, sensor, pose[2] + np.deg2rad(yaw), ego_vel)
-        det = np.concatenate([_to_local(hits[:, :2], pose), 0.3 + rng.normal(0, 0.05, (len(hits), 1)), hits[:, 3:]], 1)
+        det = np.concatenate([to_local(hits[:, :2], pose), 0.3 + rng.normal(0, 0.05, (len(hits), 1)), hits[:, 3:]], 1)
         out.append((det, src))
     return out

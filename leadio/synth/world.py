@@ -53,21 +53,19 @@ INFRACTION_KEYS = ("collisions_layout", "collisions_pedestrian", "collisions_veh
                    "yield_emergency_vehicle_infractions", "scenario_timeouts", "route_dev", "vehicle_blocked",
                    "route_timeout")
 _SIGNS = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], float)
-_EDGES = np.array([(i, i ^ b) for i in range(8) for b in (1, 2, 4) if i < i ^ b])
-_FACES = np.array([  # per visible face: normal, tangent 1, tangent 2 (box-local axes); the bottom is never hit
-    [[1, 0, 0], [0, 1, 0], [0, 0, 1]], [[-1, 0, 0], [0, 1, 0], [0, 0, 1]], [[0, 1, 0], [1, 0, 0], [0, 0, 1]],
-    [[0, -1, 0], [1, 0, 0], [0, 0, 1]], [[0, 0, 1], [1, 0, 0], [0, 1, 0]]], float)
 
 
-def _rng(*key: int) -> np.random.Generator:
+def seeded_rng(*key: int) -> np.random.Generator:
+    """The generator of one stream, keyed by (seed, route index, stream, ...): same key, same numbers."""
     return np.random.default_rng([int(k) for k in key])
 
 
-def _wrap(a: np.ndarray | float) -> np.ndarray:
+def wrap_angle(a: np.ndarray | float) -> np.ndarray:
+    """Angles (rad) wrapped into [−π, π)."""
     return (np.asarray(a) + np.pi) % (2 * np.pi) - np.pi
 
 
-def _to_local(xy: np.ndarray, pose: np.ndarray) -> np.ndarray:
+def to_local(xy: np.ndarray, pose: np.ndarray) -> np.ndarray:
     """World (...,2) -> the frame of pose (x, y, yaw): R(yaw)ᵀ(p − o)."""
     c, s = np.cos(pose[2]), np.sin(pose[2])
     dx, dy = xy[..., 0] - pose[0], xy[..., 1] - pose[1]
@@ -212,7 +210,7 @@ def build_statics(rng: np.random.Generator, world: World) -> Solids:
     arr = arr[keep]
     sol = Solids(world.point(arr[:, 0], arr[:, 1]), arr[:, 2], world.pose(arr[:, 0])[1] + arr[:, 3], arr[:, 4:7],
                  arr[:, 7].astype(int))
-    corners = _corners(sol)[:, ::2, :2]  # (M, 4, 2) footprint corners
+    corners = box_corners(sol)[:, ::2, :2]  # (M, 4, 2) footprint corners
     dist = np.sqrt(((corners[:, :, None] - axis[None, None]) ** 2).sum(-1)).min((1, 2))
     keep = dist > np.minimum(np.abs(arr[:, 1]) - arr[:, 5], 9.0) - 0.7  # curves must not push blocks onto the road
     for j in world.junctions:  # nor may the cross roads
@@ -238,7 +236,7 @@ def _junction_furniture(world: World) -> Solids:
     return Solids(arr[:, :2], arr[:, 2], arr[:, 3], arr[:, 4:7], arr[:, 7].astype(int))
 
 
-def _corners(sol: Solids) -> np.ndarray:
+def box_corners(sol: Solids) -> np.ndarray:
     """(B, 8, 3) world corners; corner i has signs _SIGNS[i]."""
     local = _SIGNS[None] * sol.extent[:, None, :]
     c, s = np.cos(sol.yaw)[:, None], np.sin(sol.yaw)[:, None]

@@ -15,7 +15,7 @@ import numpy as np
 import simplejpeg
 
 from leadio.synth.render import CAMERA_PALETTE, HDMAP_PALETTE, Faces, draw_ground, laz_bytes, points_in_boxes, render
-from leadio.synth.scene import Scene, _actor_solids, _lidar, _radar
+from leadio.synth.scene import Scene, actor_solids, lidar_points, radar_detections
 from leadio.synth.world import (
     BASE_SEM,
     BEV_PPM,
@@ -36,10 +36,10 @@ from leadio.synth.world import (
     TP_RADII,
     WEATHERS,
     Solids,
-    _corners,
-    _rng,
-    _to_local,
-    _wrap,
+    box_corners,
+    seeded_rng,
+    to_local,
+    wrap_angle,
 )
 
 
@@ -83,7 +83,7 @@ def _png(img: np.ndarray) -> bytes:
 def frame_files(sc: Scene, f: int) -> dict[str, bytes]:
     """Encode every file of frame ``f`` (tick 5f): folder name -> file bytes."""
     t, act = f * SAVE_EVERY, sc.actors
-    rng = _rng(sc.spec.seed, sc.spec.index, 2, f)
+    rng = seeded_rng(sc.spec.seed, sc.spec.index, 2, f)
     pose = np.array([*sc.ego["xy"][t], sc.ego["yaw"][t]])
     dist = np.linalg.norm(act.xy[:, t] - pose[:2], axis=1)
     near = np.flatnonzero(act.valid[:, t] & (dist < 110))
@@ -97,14 +97,14 @@ def frame_files(sc: Scene, f: int) -> dict[str, bytes]:
     for suffix, p in (("", pose), ("_perturbated", pert_pose)):
         out["hdmap" + suffix] = _png(draw_ground(sc.world, p, sc.ego["s"][t], (-64.0, -64.0, 2.0, 256), HDMAP_PALETTE))
     static_faces = sc.static_faces.take(static_idx)
-    faces = Faces.concat(Faces.of(_actor_solids(sc, t, near)), static_faces)
-    radar = _radar(sc, rng, t, faces, np.concatenate([sc.velocity[near, t], np.zeros((len(static_idx), 2))]))
+    faces = Faces.concat(Faces.of(actor_solids(sc, t, near)), static_faces)
+    radar = radar_detections(sc, rng, t, faces, np.concatenate([sc.velocity[near, t], np.zeros((len(static_idx), 2))]))
     for suffix, frame in (("", np.zeros(3)), ("_perturbated", pert)):
-        out["radar" + suffix] = _npz({f"radar{k + 1}": np.concatenate([_to_local(det[:, :2], frame), det[:, 2:]], 1)
+        out["radar" + suffix] = _npz({f"radar{k + 1}": np.concatenate([to_local(det[:, :2], frame), det[:, 2:]], 1)
                                       .astype(np.float16) for k, (det, _) in enumerate(radar)})
     radar_src = np.concatenate([src for _, src in radar])
     num_radar = np.bincount(radar_src[radar_src < len(near)], minlength=len(near))
-    points, age = _lidar(sc, rng, t, near, static_faces)
+    points, age = lidar_points(sc, rng, t, near, static_faces)
     rad = np.concatenate([det[:, :3] for det, _ in radar])
     rad = np.concatenate([rad] + [rad[np.hypot(rad[:, 0], rad[:, 1]) < 32]] * 5)  # LEAD adds 5 copies within 32 m
     rad[:, 2] += 0.3 - LIDAR_Z / 2  # radar hits are at 0.6 m; the LAZ z is vehicle z − 1.25
@@ -112,7 +112,7 @@ def frame_files(sc: Scene, f: int) -> dict[str, bytes]:
     keep = ((points[:, 0] > -32) & (points[:, 0] < 64) & (np.abs(points[:, 1]) < 40) & (points[:, 2] > -4)
             & (points[:, 2] < 10) & ~((np.abs(points[:, 0]) < EGO_EXTENT[0]) & (np.abs(points[:, 1]) < EGO_EXTENT[1])))
     out["lidar"], stored = laz_bytes(points[keep], age[keep])
-    box_pos = np.concatenate([_to_local(act.xy[near, t], pose), act.extent[near, 2:] - LIDAR_Z / 2], 1)
+    box_pos = np.concatenate([to_local(act.xy[near, t], pose), act.extent[near, 2:] - LIDAR_Z / 2], 1)
     num_points = points_in_boxes(stored, box_pos, act.yaw[near, t] - pose[2], act.extent[near])
     out["bboxes"] = _pickle(_boxes(sc, t, pose, near, num_points, visible, num_radar))
     out["metas"] = _pickle(_meta(sc, t, pose))
@@ -122,9 +122,9 @@ def frame_files(sc: Scene, f: int) -> dict[str, bytes]:
 def _camera_files(sc: Scene, rng: np.random.Generator, t: int, pose: np.ndarray, near: np.ndarray,
                   statics: Solids) -> tuple[dict[str, bytes], np.ndarray]:
     """rgb, semantics and depth files of both rigs, and each near actor's visible pixels (normal rig)."""
-    solids = Solids.concat([_actor_solids(sc, t, near), statics])
-    corners = _corners(solids)
-    corners[..., :2] = _to_local(corners[..., :2], pose)
+    solids = Solids.concat([actor_solids(sc, t, near), statics])
+    corners = box_corners(solids)
+    corners[..., :2] = to_local(corners[..., :2], pose)
     ground = draw_ground(sc.world, pose, sc.ego["s"][t], (BEV_X0, BEV_Y0, BEV_PPM, BEV_SIZE), CAMERA_PALETTE)
     ground[0, :2] = M_SKY, M_FAR  # the remap tables send sky and far pixels here
     rgb_lut, sem_lut = sc.rgb_lut.copy(), np.array(BASE_SEM + [0] * (256 - len(BASE_SEM)), np.uint8)
@@ -150,7 +150,7 @@ def _boxes(sc: Scene, t: int, pose: np.ndarray, near: np.ndarray, num_points: np
            num_radar: np.ndarray) -> list[dict[str, Any]]:
     """LEAD's box list (§3): ego first, then actors within 96 m and the controls ahead, sorted by distance."""
     act, ticks = sc.actors, len(sc.ego["s"])
-    local = _to_local(act.xy[near, t], pose)
+    local = to_local(act.xy[near, t], pose)
     speed = np.linalg.norm(sc.velocity[near, t], axis=1)
     boxes = []
     for k, a in enumerate(near):
@@ -160,7 +160,7 @@ def _boxes(sc: Scene, t: int, pose: np.ndarray, near: np.ndarray, num_points: np
         if distance > 96:
             continue
         box = {"class": info["cls"], **{k: v for k, v in info.items() if k != "cls"}}
-        box.update(extent=[float(e) for e in ext], position=position, yaw=float(_wrap(act.yaw[a, t] - pose[2])),
+        box.update(extent=[float(e) for e in ext], position=position, yaw=float(wrap_angle(act.yaw[a, t] - pose[2])),
                    distance=distance, speed=float(speed[k]), num_points=int(num_points[k]),
                    visible_pixels=int(visible[k]), num_radar_points=int(num_radar[k]),
                    transfuser_semantics_id=int(act.sem[a]))
@@ -169,17 +169,17 @@ def _boxes(sc: Scene, t: int, pose: np.ndarray, near: np.ndarray, num_points: np
         if box["class"] in ("car", "walker"):
             ks = np.arange(t, min(t + 41, ticks))
             ks = ks[act.valid[a, ks]]
-            box["future_positions"] = _to_local(act.xy[a, ks], pose).astype(np.float16)
-            box["future_yaws"] = _wrap(act.yaw[a, ks] - pose[2]).astype(np.float16)
+            box["future_positions"] = to_local(act.xy[a, ks], pose).astype(np.float16)
+            box["future_yaws"] = wrap_angle(act.yaw[a, ks] - pose[2]).astype(np.float16)
         boxes.append(box)
     s_ego = sc.ego["s"][t]
     for k, j in enumerate(sc.world.junctions):
         if j.control is None or not 0 <= j.s0 - 1.0 - s_ego <= 64:
             continue
         (p,), (yaw,) = sc.world.pose(np.array([j.s0 - 1.0]))
-        (x, y), = _to_local(p[None], pose)
+        (x, y), = to_local(p[None], pose)
         box = {"class": "traffic_light" if j.control == "light" else "stop_sign", "extent": [1.0, 1.75, 1.0],
-               "position": [float(x), float(y), 1.0], "yaw": float(_wrap(yaw - pose[2])),
+               "position": [float(x), float(y), 1.0], "yaw": float(wrap_angle(yaw - pose[2])),
                "distance": float(np.hypot(x, y)), "id": 5000 + k, "affects_ego": True,
                "transfuser_semantics_id": 3 if j.control == "light" else 0,
                "type_id": "traffic.traffic_light" if j.control == "light" else "traffic.stop"}
@@ -198,7 +198,7 @@ def _meta(sc: Scene, t: int, pose: np.ndarray) -> dict[str, Any]:
     ego, world, spec = sc.ego, sc.world, sc.spec
     s_ego, ticks = float(ego["s"][t]), len(ego["s"])
     fut = slice(t, min(t + 61, ticks))
-    future = _to_local(ego["xy"][fut], pose)
+    future = to_local(ego["xy"][fut], pose)
     route_s = s_ego + 2.5 + np.arange(50.0)
     c, s = np.cos(pose[2]), np.sin(pose[2])
     hazard, junction = ego["hazard"][t], world.junction_at(s_ego)
@@ -215,9 +215,9 @@ def _meta(sc: Scene, t: int, pose: np.ndarray) -> dict[str, Any]:
         "speed": float(ego["speed"][t]), "target_speed": float(ego["target_speed"][t]),
         "brake": bool(ego["brake"][t]), "throttle": float(np.clip(accel / 2.0, 0, 1)) * (not ego["brake"][t]),
         "steer": float(np.clip(np.arctan(2.9 * np.interp(s_ego, world.s, world.kappa)) / 1.22, -1, 1)),
-        "route": _to_local(world.pose(route_s[route_s <= sc.route_end])[0], pose).astype(np.float32),
+        "route": to_local(world.pose(route_s[route_s <= sc.route_end])[0], pose).astype(np.float32),
         "future_positions": np.concatenate([future, np.zeros((len(future), 1))], 1).astype(np.float32),
-        "future_yaws": _wrap(ego["yaw"][fut] - pose[2]).astype(np.float32),
+        "future_yaws": wrap_angle(ego["yaw"][fut] - pose[2]).astype(np.float32),
         "perturbation_translation": sc.perturbation[0], "perturbation_rotation": sc.perturbation[1],
         "dataset_information": {"save_depth_resolution_ratio": 4, "save_depth_bits": 8, "save_grouped_semantic": True,
                                 "data_save_freq": SAVE_EVERY, "jpeg_storage_quality": 30, "lidar_accumulation": 5},
@@ -252,7 +252,8 @@ def _meta(sc: Scene, t: int, pose: np.ndarray) -> dict[str, Any]:
     return meta
 
 
-def _results(sc: Scene) -> dict[str, Any]:
+def route_results(sc: Scene) -> dict[str, Any]:
+    """The route's results.json (LEAD's leaderboard record) for the outcome in its spec."""
     spec = sc.spec
     status, score, counts = {**PASS_OUTCOMES, **FAIL_OUTCOMES}[spec.outcome]
     x, y = (float(v) for v in sc.ego["xy"][len(sc.ego["s"]) // 2])

@@ -5,8 +5,8 @@ P(t, r) (§0) from meta's ``perturbation_translation`` (m) and ``perturbation_ro
 and radar twins are already rendered from the shifted pose: for that view the caller passes
 ``hdmap_perturbated`` / ``radar_perturbated`` and they get no P here. Outputs: `lidar_bev_histogram` uint8
 (1, 320, 384) counts (§4.2; /5 at decode), `bev_semantic` uint8 (320, 384) (§4.5), `box_rows` float32
-(90, 9) + count (§3 filters, §4.6 rows), `planning_targets` -> `pack_targets` 292-byte record (§4.7),
-`radar_input` float16 (300, 5).
+(90, 9) + count (§3 filters, §4.6 rows), `planning_targets` -> `leadio.schema.pack_targets` 292-byte
+record (§4.7), `radar_input` float16 (300, 5).
 
 Fidelity: the rules are LEAD's own code (kesai-labs/lead data_loader/carla_dataset[_utils].py,
 tfv6/planning_decoder.py), not a simplification: relabelling uses LEAD's tables (emergency and biker
@@ -24,38 +24,18 @@ Deliberate differences:
 - ``previous_command`` is not stored: it always equals ``command`` (§9.4).
 - The radar box filter is closed, [min, max], as in LEAD's code.
 
-This package: `common` (LEAD's constants and tables, P(t, r)), `lidar` (LiDAR histogram, radar input), `boxes`,
-`bev`, `planning` and `record` (the packed planning targets).
+This package: `common` (LEAD's training constants and tables, shared box helpers, P(t, r)), `lidar` (LiDAR
+histogram, radar input), `boxes`, `bev` and `planning`. The format facts the reader shares (box classes and
+columns, the packed planning record, scenario types) are in `leadio.schema`.
 """
 
-# The old single module's public names stay importable from here; `__all__` is the API.
 from leadio.targets.bev import bev_semantic
-from leadio.targets.boxes import box_rows, scenario_type_id
-from leadio.targets.common import (  # noqa: F401
-    BOX_MAX_Z,
-    BOX_MIN_Z,
-    LIDAR_USED_TIME_STEPS,
-    NUM_RADAR_SENSORS,
-    ROUTE_FIRST_DISTANCE_M,
-    ROUTE_INPUT_POINTS,
-    ROUTE_OUTPUT_POINTS,
-    ROUTE_RESAMPLED_POINTS,
-    ROUTE_SPACING_M,
-    SCENARIO_TYPES,
-    TARGET_POINT_POP_DISTANCE,
-    TARGET_SPEED_CLASSES,
-    WAYPOINT_TICKS,
-    BoxClass,
-    perturb_points,
-    perturb_yaw,
-)
+from leadio.targets.boxes import box_rows
+from leadio.targets.common import LIDAR_USED_TIME_STEPS, perturb_points, perturb_yaw
 from leadio.targets.lidar import lidar_bev_histogram, lidar_bev_to_float, radar_input
-from leadio.targets.planning import command_onehot, planning_targets, resample_route, target_speed_twohot
-from leadio.targets.record import TARGET_LAYOUT, TARGET_RECORD_BYTES, pack_targets, unpack_targets
+from leadio.targets.planning import planning_targets
 
 __all__ = [
-    "SCENARIO_TYPES", "TARGET_LAYOUT", "TARGET_RECORD_BYTES", "TARGET_SPEED_CLASSES", "BoxClass",
-    "bev_semantic", "box_rows", "command_onehot", "lidar_bev_histogram", "lidar_bev_to_float", "pack_targets",
-    "perturb_points", "perturb_yaw", "planning_targets", "radar_input", "resample_route", "scenario_type_id",
-    "target_speed_twohot", "unpack_targets",
+    "LIDAR_USED_TIME_STEPS", "bev_semantic", "box_rows", "lidar_bev_histogram", "lidar_bev_to_float",
+    "perturb_points", "perturb_yaw", "planning_targets", "radar_input",
 ]  # fmt: skip

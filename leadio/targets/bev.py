@@ -9,35 +9,38 @@ import cv2
 import numpy as np
 
 from leadio.format.config import DatasetConfig
-from leadio.targets.boxes import _box_xy, _occluded, _parked_mesh, _parked_scenario_car, _scenario_type
+from leadio.schema import scenario_type
 from leadio.targets.common import (
-    _BIKER,
-    _BIKERS,
-    _CONE,
-    _DOOR_HALF_WIDTH,
-    _DOOR_SCENARIO,
-    _EMERGENCY,
-    _FIXED_EXTENT,
-    _GREEN,
-    _HDMAP_LUT,
-    _MESH_EXTENT,
-    _OBSTACLE,
-    _OBSTACLE_SCENARIOS,
-    _OCC_CLASSES,
-    _OCC_HALF_RANGE_M,
-    _OCC_OFFSET,
-    _PARKING,
-    _PARKING_SCENARIOS,
-    _RED,
-    _RED_NOT_NORMAL,
-    _SMALL_MIN_EXTENT,
-    _SMALL_SCALE,
-    _SPECIAL,
-    _VEHICLE,
-    _WALKER,
-    _normalize,
-    _perturbation,
+    BIKERS,
+    CONE,
+    DOOR_HALF_WIDTH,
+    DOOR_SCENARIO,
+    EMERGENCY,
+    FIXED_EXTENT,
+    MESH_EXTENT,
+    OBSTACLE_SCENARIOS,
+    PARKED_MIN,
+    PARKING_SCENARIOS,
+    VEHICLE_MIN,
+    WALKER_MIN,
+    box_xy,
+    normalize_angle,
+    occluded,
+    parked_mesh,
+    parked_scenario_car,
+    perturbation,
 )
+
+# Occupancy labels (TransfuserBEVOccupancyClass); the BEV class is label + 3 (13 - 10 classes).
+_VEHICLE, _WALKER, _OBSTACLE, _PARKING, _SPECIAL, _BIKER, _GREEN, _RED, _RED_NOT_NORMAL = range(1, 10)
+_OCC_OFFSET = 3
+_HDMAP_LUT = np.zeros(256, np.uint8)
+_HDMAP_LUT[:9] = (0, 1, 0, 2, 2, 3, 0, 0, 0)  # ChauffeurNet id -> road 1, lane markers 2, stop signs 3
+_OCC_HALF_RANGE_M = 128.0  # the occupancy canvas spans +-128 m (1024 px at 4 px/m)
+_SMALL_SCALE, _SMALL_MIN_EXTENT = 2.5, 0.4  # walkers and bikers in the BEV
+# class -> occlusion limits (P, V) of `occluded`; None: never occluded (traffic lights)
+_OCC_CLASSES = {"car": VEHICLE_MIN, "walker": WALKER_MIN, "static": PARKED_MIN,
+                "static_prop_car": PARKED_MIN, "traffic_light": None}  # fmt: skip
 
 
 def bev_semantic(
@@ -64,7 +67,7 @@ def bev_semantic(
     zoom = round(config.pixels_per_meter / config.hdmap_pixels_per_meter)
     bev = _HDMAP_LUT[hdmap[_crop(config.hdmap_size, config.hdmap_pixels_per_meter, config)]]
     bev = bev.repeat(zoom, 0).repeat(zoom, 1)
-    occupancy = _occupancy(boxes, meta, config, *_perturbation(meta, perturbated))
+    occupancy = _occupancy(boxes, meta, config, *perturbation(meta, perturbated))
     occupancy = occupancy[_crop(len(occupancy), config.pixels_per_meter, config)]
     if bev.shape != occupancy.shape or bev.shape != (config.bev_height, config.bev_width):
         raise ValueError(f"map {bev.shape} / occupancy {occupancy.shape} do not fit config {config.name}")
@@ -83,56 +86,56 @@ def _occupancy(boxes: list[dict], meta: dict, config: DatasetConfig, t: float, r
     ppm = config.pixels_per_meter
     size = round(2 * _OCC_HALF_RANGE_M * ppm)
     canvas = np.zeros((size, size), np.uint8)
-    scenario, obstacle_ids = _scenario_type(meta), set(meta.get("scenario_obstacles_ids") or ())
+    scenario, obstacle_ids = scenario_type(meta), set(meta.get("scenario_obstacles_ids") or ())
     opened = meta.get("vehicle_opened_door")
     red = _RED_NOT_NORMAL if meta.get("over_head_traffic_light") or meta.get("europe_traffic_light") else _RED
     hulls: dict[str, list[np.ndarray]] = {"cone": [], "warning": [], "obstacle": [], "red": [], "green": []}
     yaw_off = np.deg2rad(r)
-    for box, (x, y) in zip(boxes, _box_xy(boxes, t, r), strict=True):
+    for box, (x, y) in zip(boxes, box_xy(boxes, t, r), strict=True):
         cls, type_id = box["class"], box.get("type_id", "")
         if cls not in _OCC_CLASSES:
             continue
-        small = cls == "walker" or type_id in _BIKERS
+        small = cls == "walker" or type_id in BIKERS
         cx, cy = (x + _OCC_HALF_RANGE_M) * ppm, (_OCC_HALF_RANGE_M + y) * ppm  # column = x, row = y
         if not (0 <= cx < size and 0 <= cy < size):
             continue
         min_extent = _SMALL_MIN_EXTENT if small else 0.0
         ex, ey = max(box["extent"][0], min_extent), max(box["extent"][1], min_extent)
         in_scenario = box.get("id") in obstacle_ids
-        if _parked_scenario_car(box) and in_scenario and scenario == _DOOR_SCENARIO and opened:
-            ey += _DOOR_HALF_WIDTH
-            cy += _DOOR_HALF_WIDTH * ppm * (1 if meta.get("vehicle_door_side") == "left" else -1)
+        if parked_scenario_car(box) and in_scenario and scenario == DOOR_SCENARIO and opened:
+            ey += DOOR_HALF_WIDTH
+            cy += DOOR_HALF_WIDTH * ppm * (1 if meta.get("vehicle_door_side") == "left" else -1)
         if "mesh_path" in box:
-            ex, ey = _MESH_EXTENT.get(box["mesh_path"], (ex, ey))
-        elif type_id in _FIXED_EXTENT:
-            ex, ey = _FIXED_EXTENT[type_id]
+            ex, ey = MESH_EXTENT.get(box["mesh_path"], (ex, ey))
+        elif type_id in FIXED_EXTENT:
+            ex, ey = FIXED_EXTENT[type_id]
         extra = _SMALL_SCALE if small else 1.0
-        yaw = math.degrees(_normalize(box["yaw"] - yaw_off))
+        yaw = math.degrees(normalize_angle(box["yaw"] - yaw_off))
         corners = cv2.boxPoints(((cx, cy), (ex * 2 * ppm * extra, ey * 2 * ppm * extra), yaw))
         corners = corners.astype(np.int32)  # truncation, as LEAD
 
         label, hull = _VEHICLE, None
         if cls == "car":
-            if type_id in _EMERGENCY:
-                obstacle = scenario in _OBSTACLE_SCENARIOS and in_scenario
+            if type_id in EMERGENCY:
+                obstacle = scenario in OBSTACLE_SCENARIOS and in_scenario
                 label, hull = (_OBSTACLE, "obstacle") if obstacle else (_SPECIAL, None)
-            elif type_id in _BIKERS:
+            elif type_id in BIKERS:
                 label = _BIKER
-            elif _parked_scenario_car(box):
-                if scenario in _OBSTACLE_SCENARIOS and in_scenario:
+            elif parked_scenario_car(box):
+                if scenario in OBSTACLE_SCENARIOS and in_scenario:
                     label, hull = _OBSTACLE, "obstacle"
-                elif scenario == _DOOR_SCENARIO and in_scenario:
+                elif scenario == DOOR_SCENARIO and in_scenario:
                     label, hull = (_OBSTACLE, "obstacle") if opened else (_PARKING, None)
-                elif scenario in _PARKING_SCENARIOS and box.get("lane_type_str") == "Parking":
+                elif scenario in PARKING_SCENARIOS and box.get("lane_type_str") == "Parking":
                     label = _PARKING
         elif cls in ("walker", "static_prop_car"):
             label = _WALKER if cls == "walker" else _PARKING
         elif cls == "static":
-            if type_id in _FIXED_EXTENT:
-                label, hull = _OBSTACLE, ("cone" if type_id == _CONE else "warning")
-            elif type_id in _EMERGENCY:
+            if type_id in FIXED_EXTENT:
+                label, hull = _OBSTACLE, ("cone" if type_id == CONE else "warning")
+            elif type_id in EMERGENCY:
                 label, hull = _SPECIAL, "obstacle"
-            elif _parked_mesh(box):
+            elif parked_mesh(box):
                 label = _PARKING
             else:
                 continue
@@ -142,7 +145,7 @@ def _occupancy(boxes: list[dict], meta: dict, config: DatasetConfig, t: float, r
             continue
         if hull is not None:  # corners join the hulls even when the box itself is occluded, as in LEAD
             hulls[hull].append(corners)
-        if _OCC_CLASSES[cls] is None or not _occluded(box, _OCC_CLASSES[cls]):
+        if _OCC_CLASSES[cls] is None or not occluded(box, _OCC_CLASSES[cls]):
             cv2.fillPoly(canvas, [corners], label)
 
     if len(hulls["warning"]) >= 1 and len(hulls["cone"]) >= 6:  # >= 3 and >= 24 corners

@@ -9,7 +9,8 @@ import math
 import numpy as np
 
 from leadio.format.config import DatasetConfig
-from leadio.targets.common import LIDAR_USED_TIME_STEPS, NUM_RADAR_SENSORS, _inside, _perturbation
+from leadio.schema import NUM_RADAR_SENSORS, RADAR_POINTS_PER_SENSOR
+from leadio.targets.common import LIDAR_USED_TIME_STEPS, perturbation
 
 
 def lidar_bev_histogram(
@@ -37,7 +38,7 @@ def lidar_bev_histogram(
         raise ValueError(f"LiDAR points must be (N, 3) with time (N,); got {points.shape} and {time.shape}")
     x, y, z = points[:, 0].astype(np.float64), points[:, 1].astype(np.float64), points[:, 2]
     if perturbated:
-        t, r = _perturbation(meta, perturbated)
+        t, r = perturbation(meta, perturbated)
         c, s = math.cos(math.radians(r)), math.sin(math.radians(r))
         x, y = x * c + (y - t) * s, (y - t) * c - x * s
     z_ok = (z >= np.float64(config.lidar_min_z)) & (z <= np.float64(config.lidar_max_z))  # float64, as LEAD
@@ -72,7 +73,7 @@ def lidar_bev_to_float(hist: np.ndarray, config: DatasetConfig) -> np.ndarray:
 
 
 def radar_input(
-    radar: dict[str, np.ndarray], config: DatasetConfig, max_points_per_sensor: int = 75
+    radar: dict[str, np.ndarray], config: DatasetConfig, max_points_per_sensor: int = RADAR_POINTS_PER_SENSOR
 ) -> np.ndarray:
     """Radar model input (§4.7): per sensor the points inside the closed BEV box, padded with zeros or
     truncated to ``max_points_per_sensor``, plus the sensor id. No P: pass ``radar_perturbated`` instead.
@@ -95,3 +96,9 @@ def radar_input(
         out[i * n : i * n + len(kept), :4] = kept
         out[i * n : (i + 1) * n, 4] = i
     return out
+
+
+def _inside(x: np.ndarray, y: np.ndarray, config: DatasetConfig) -> np.ndarray:
+    """Closed BEV box test: min_x <= x <= max_x and min_y <= y <= max_y."""
+    in_x = (x >= config.lidar_min_x) & (x <= config.lidar_max_x)
+    return in_x & (y >= config.lidar_min_y) & (y <= config.lidar_max_y)

@@ -9,21 +9,18 @@ from typing import Any
 
 import numpy as np
 
+from leadio.schema import ROUTE_OUTPUT_POINTS, TARGET_LAYOUT, TARGET_SPEED_CLASSES, WAYPOINT_TICKS
 from leadio.targets.common import (
     ROUTE_FIRST_DISTANCE_M,
     ROUTE_INPUT_POINTS,
-    ROUTE_OUTPUT_POINTS,
     ROUTE_RESAMPLED_POINTS,
     ROUTE_SPACING_M,
     TARGET_POINT_POP_DISTANCE,
-    TARGET_SPEED_CLASSES,
-    WAYPOINT_TICKS,
-    _perturbation,
-    _require,
     perturb_points,
     perturb_yaw,
+    perturbation,
+    require_meta,
 )
-from leadio.targets.record import TARGET_LAYOUT
 
 
 def resample_route(
@@ -124,7 +121,7 @@ def command_onehot(command: int) -> np.ndarray:
 
 def _target_points(meta: dict, t: float, r: float) -> dict[str, np.ndarray]:
     key_p, key_c = (f"next_{k}_{TARGET_POINT_POP_DISTANCE}" for k in ("target_points", "commands"))
-    points, commands = _require(meta, key_p, "the target points"), _require(meta, key_c, "the commands")
+    points, commands = require_meta(meta, key_p, "the target points"), require_meta(meta, key_c, "the commands")
     kept: list[tuple[Any, int]] = []
     for point, command in zip(points, commands, strict=False):
         prev = kept[-1][0] if kept else None  # np.allclose(point[:2], prev[:2]) with its defaults, unrolled
@@ -138,8 +135,8 @@ def _target_points(meta: dict, t: float, r: float) -> dict[str, np.ndarray]:
             f"meta {key_p!r} has {len(points)} keypoint(s) and {key_c!r} {len(commands)} command(s), "
             f"{len(kept)} distinct; at least 2 are needed (the expert always keeps 2)"
         )
-    theta = float(_require(meta, "theta", "the target points"))
-    pos = np.asarray(_require(meta, "pos_global", "the target points"), dtype=np.float64)[:2]
+    theta = float(require_meta(meta, "theta", "the target points"))
+    pos = np.asarray(require_meta(meta, "pos_global", "the target points"), dtype=np.float64)[:2]
     c, s = math.cos(theta), math.sin(theta)
     ego = (np.array([p[:2] for p, _ in kept], dtype=np.float64) - pos) @ np.array([[c, -s], [s, c]])
     ego = perturb_points(ego, t, r)  # R(theta)ᵀ(p − pos) above, then P
@@ -168,10 +165,10 @@ def planning_targets(meta: dict, perturbated: bool, *, require_future: bool = Tr
             ``require_future`` (the frame is too close to the route end; LEAD's post-training buckets skip the
             last 8 frames); unusable target points or route.
     """
-    t, r = _perturbation(meta, perturbated)
+    t, r = perturbation(meta, perturbated)
     need, future = WAYPOINT_TICKS[-1] + 1, {}
     for key in ("future_positions", "future_yaws"):
-        values = _require(meta, key, "the waypoints")
+        values = require_meta(meta, key, "the waypoints")
         if values is None or len(values) < need:
             if not require_future:
                 future = None
@@ -182,15 +179,15 @@ def planning_targets(meta: dict, perturbated: bool, *, require_future: bool = Tr
                 "its route; skip the last 8 frames of a route (LEAD's skip_last)"
             )
         future[key] = np.asarray(values, dtype=np.float64)[list(WAYPOINT_TICKS)]
-    route = np.asarray(_require(meta, "route", "the route target"), dtype=np.float64).reshape(-1, 2)
+    route = np.asarray(require_meta(meta, "route", "the route target"), dtype=np.float64).reshape(-1, 2)
     try:
         route = resample_route(perturb_points(route[:ROUTE_INPUT_POINTS], t, r))[:ROUTE_OUTPUT_POINTS]
     except ValueError:
         if future is not None:
             raise
         route = np.full((ROUTE_OUTPUT_POINTS, 2), np.nan)
-    brake = bool(_require(meta, "brake", "the target speed"))
-    target_speed = float(_require(meta, "target_speed", "the target speed"))
+    brake = bool(require_meta(meta, "brake", "the target speed"))
+    target_speed = float(require_meta(meta, "target_speed", "the target speed"))
     nan = np.full(len(WAYPOINT_TICKS), np.nan)
     targets = {
         "waypoints": perturb_points(future["future_positions"][:, :2], t, r) if future else np.stack([nan, nan], 1),
@@ -199,7 +196,7 @@ def planning_targets(meta: dict, perturbated: bool, *, require_future: bool = Tr
         **_target_points(meta, t, r),
         "target_speed": target_speed,
         "target_speed_twohot": target_speed_twohot(target_speed, brake),
-        "speed": _require(meta, "speed", "the speed input"),
+        "speed": require_meta(meta, "speed", "the speed input"),
         "brake": brake,
     }
     return {name: np.asarray(targets[name], np.float32).reshape(shape) for name, _, shape in TARGET_LAYOUT}

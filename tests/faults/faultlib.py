@@ -36,7 +36,7 @@ def make_root(dst: Path) -> Path:
 
 
 def build(root: Path, **kw) -> object:
-    from leadio.shard import build_shard_set
+    from leadio.shard.build import build_shard_set
 
     return build_shard_set(root, "full_pretrain", workers=kw.pop("workers", 1), samples_per_shard=SPS,
                            progress=False, **kw)

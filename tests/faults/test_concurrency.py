@@ -36,7 +36,7 @@ def test_two_catalog_scans_at_once(tiny_root, reference):
 
 
 def test_a_build_waits_for_the_one_holding_the_set_and_says_so(tiny_root, reference):
-    from leadio._io import file_lock
+    from leadio.files import file_lock
 
     set_dir = tiny_root / "shards" / next(iter({k.split("/")[1] for k in reference[1] if k.startswith("shards/")}))
     set_dir.mkdir(parents=True)

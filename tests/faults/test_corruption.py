@@ -14,7 +14,7 @@ import pytest
 import simplejpeg
 from faultlib import assert_no_leftovers, build, diff, snapshot
 
-from leadio.shard import ShardSetError, open_shard_set
+from leadio.shard.shardset import ShardSetError, open_shard_set
 
 MEMBERS = ["rgb_n.jpg", "rgb_p.jpg", "semantic_n.lz4", "depth_n.lz4", "lidar_n.lz4", "bev_n.lz4", "radar_n.f16",
            "boxes_n.f32", "targets_n.f32", "targets_p.f32", "json"]
@@ -123,7 +123,7 @@ def test_damaged_set_files_are_named_and_a_rerun_repairs_them(case, damaged, ref
         expected = None
     else:
         (damaged / "catalog.zarr" / "speed" / "c" / "0").write_bytes(b"\x28\xb5\x2f\xfd garbage")
-        from leadio.catalog import CatalogError, load_catalog
+        from leadio.catalog_store import CatalogError, load_catalog
 
         with pytest.raises(CatalogError, match=r"catalog .*catalog\.zarr: array speed is damaged .*; rebuild it with "
                                                r"`python -m leadio\.catalog --root "):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from faultlib import assert_no_leftovers, build, diff, fill, snapshot, tmpfs
 
-from leadio._io import DiskFullError
+from leadio.files import DiskFullError
 
 
 def _pages(paths) -> int:
@@ -77,7 +77,7 @@ def test_full_disk_in_session_cache_then_rerun(reference, tmp_path, monkeypatch)
     cache = tmp_path / "cache"
     with tmpfs(cache, "8m"), serve_directory(served, monkeypatch) as (url, _):
         location = f"{url}/{set_dir.name}"
-        from leadio.read import SessionCache
+        from leadio.session_cache import SessionCache
 
         SessionCache(cache, 64 << 20).fetch_small(f"{location}/manifest.json", "probe/x")  # folders and locks first
         balloon = fill(cache, 0)

@@ -43,7 +43,9 @@ def test_jpeg_declaring_60000x60000_is_refused_before_decoding(tiny_root):
     path = route / "rgb" / "0001.jpg"
     path.write_bytes(_jpeg_declaring(path.read_bytes(), 60000, 60000))
     proc = _run_capped(f"""
-        from leadio.format import DATASET_CONFIGS, FrameReadError, read_frame
+        from leadio.format.config import DATASET_CONFIGS
+        from leadio.format.errors import FrameReadError
+        from leadio.format.frame import read_frame
         try:
             read_frame({str(route)!r}, 1, DATASET_CONFIGS["carla_leaderboard2"], modalities=["rgb"])
         except FrameReadError as e:
@@ -67,7 +69,7 @@ def test_laz_declaring_a_billion_points_is_refused_before_reading(tiny_root):
     path.write_bytes(bytes(data))
     proc = _run_capped(f"""
         from leadio.format.frame import read_lidar
-        from leadio.format import FrameReadError
+        from leadio.format.errors import FrameReadError
         try:
             read_lidar({str(route)!r}, 1)
         except FrameReadError as e:
@@ -87,8 +89,8 @@ def test_zarr_catalog_with_absurd_shapes_is_refused_then_rebuilt(where, referenc
     doc = json.loads(meta.read_text())
     doc["shape"] = [10**12]
     meta.write_text(json.dumps(doc))
-    call = ("from leadio.catalog import load_catalog as f; f" if where == "root" else
-            "from leadio.shard import open_shard_set as f; f")
+    call = ("from leadio.catalog_store import load_catalog as f; f" if where == "root" else
+            "from leadio.shard.shardset import open_shard_set as f; f")
     proc = _run_capped(f"""
         {call}({str(base)!r})
         """)

@@ -53,7 +53,7 @@ def test_kill9_after_a_complete_build_during_its_rebuild_keeps_the_old_set_opena
     build(tiny_root)
     manifest = tiny_root / "shards"
     run_killed("rename", *BUILD, "--root", str(tiny_root), pattern=f"{tiny_root}/shards/*/manifest.json")
-    from leadio.shard import open_shard_set
+    from leadio.shard.shardset import open_shard_set
 
     set_dir = next(manifest.glob("*/manifest.json")).parent
     assert len(open_shard_set(set_dir)) == 12
@@ -114,12 +114,12 @@ def test_kill9_during_session_cache_fill_then_rerun(reference, tmp_path, monkeyp
         location = f"{url}/{set_dir.name}"
         tag = run_killed("download", str(REPO / "tests" / "faults" / "remote_read.py"), location, str(cache),
                          str(64 << 20))
-        assert list(cache.rglob(".*.part-*")), "the kill left no partial download to recover from"
+        assert list(cache.rglob(".*.tmp-*")), "the kill left no partial download to recover from"
         resumed = read_all(location, str(cache), 64 << 20)
     local = read_all(str(set_dir), str(tmp_path / "unused"), 64 << 20)
     assert resumed == local and resumed["batches"] == 6
     assert_no_leftovers(cache, tag=tag)
     meta = json.loads((set_dir / "manifest.json").read_text())
-    from leadio.read import SessionCache
+    from leadio.session_cache import SessionCache
 
     assert SessionCache(cache, 64 << 20).disk_bytes() <= sum(s["bytes"] for s in meta["shards"]) + (1 << 20)

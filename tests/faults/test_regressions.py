@@ -15,8 +15,8 @@ import pytest
 import simplejpeg
 from faultlib import REPO, build, diff, snapshot
 
-from leadio.format import FrameReadError
-from leadio.shard import ShardSetError, StaleShardSetError, open_shard_set
+from leadio.format.errors import FrameReadError
+from leadio.shard.shardset import ShardSetError, StaleShardSetError, open_shard_set
 
 
 def _set_dir(root: Path) -> Path:
@@ -195,7 +195,8 @@ def test_item10_messages_name_the_file_and_the_fix(tiny_root, built):
     (route / "semantics" / "0003.png").write_bytes(b"")
     with pytest.raises(FrameReadError, match=r"frame 0003, file .*semantics/0003\.png: PNG file is empty"):
         build(tiny_root)
-    from leadio.catalog import CatalogError, build_catalog, load_catalog
+    from leadio.catalog import build_catalog
+    from leadio.catalog_store import CatalogError, load_catalog
 
     chunk = built / "catalog.zarr" / "speed" / "c" / "0"
     chunk.write_bytes(b"\x28\xb5\x2f\xfd\x00 not zstd")
@@ -217,7 +218,7 @@ def test_item10_messages_name_the_file_and_the_fix(tiny_root, built):
     ({"name": "../../../escaped", "group_by": ["town"]}, r"name '\.\./\.\./\.\./escaped' must be a plain file name"),
 ])
 def test_item11_collection_specs_are_validated(spec, message, built, tmp_path):
-    from leadio.buckets import load_or_build
+    from leadio.buckets.builders import load_or_build
 
     path = tmp_path / "bad.json"
     path.write_text(spec if isinstance(spec, str) else json.dumps(spec))

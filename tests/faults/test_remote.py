@@ -11,7 +11,7 @@ from http_server import serve_directory
 from remote_read import read_all
 
 from leadio import read
-from leadio.shard import ShardSetError
+from leadio.shard.shardset import ShardSetError
 
 
 @pytest.fixture
@@ -65,4 +65,4 @@ def test_persistent_failures_end_in_a_clear_error_after_bounded_retries(mode, wh
         tries = server.requests.count(first)  # bounded: RETRIES + 1 per read of it (a batch may read it twice)
         assert tries % (read.RETRIES + 1) == 0 and tries <= 2 * (read.RETRIES + 1)
     assert not list((cache / "data").rglob("*.tar"))  # nothing wrong or partial was stored
-    assert not [p for p in cache.rglob("*") if ".part-" in p.name]
+    assert not [p for p in cache.rglob("*") if ".tmp-" in p.name]

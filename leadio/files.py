@@ -1,10 +1,18 @@
-"""Small filesystem helpers shared by the writers: atomic replacement, locks, leftovers and full disks.
+"""The one home of leadio's file-safety rules: temp names, atomic writes, locks, leftovers and full disks.
 
-Every writer writes a hidden temp sibling (`temp_sibling`) and renames it into place. A writer killed in
-between leaves the temp behind; the next writer of the same path removes it (`remove_stale_temps`) while
-holding the lock that makes it the only writer (`file_lock`: ``fcntl.flock``, which the kernel drops when its
-holder dies, kill -9 included, so a lock is never stale). A full disk surfaces as `DiskFullError`, which names
-the file being written and says what to do (`writing`).
+Owns: the temp-name convention (`temp_sibling`, recognised by `temp_target`), atomic replacement of files
+(`atomic_write_bytes`) and folders (`replace_dir`), the lock helper (`file_lock`), the removal of what killed
+writers left (`remove_stale_temps`), the full-disk error (`DiskFullError`, raised by `writing`) and whole-file
+hashing (`file_xxh3`). Every writer (catalog, buckets, shard builds, checkpoints, the session cache's
+downloads, `leadio.read.fetch_file`) uses these, so a leftover of any of them is found and removed the same way.
+
+Every writer writes a hidden temp sibling ``.<name>.tmp-<pid>-<tag>`` and renames it into place. A writer
+killed in between leaves the temp behind; the next writer of the same path removes it (`remove_stale_temps`)
+while holding the lock that makes it the only writer (`file_lock`: ``fcntl.flock``, which the kernel drops when
+its holder dies, kill -9 included, so a lock is never stale). Releases before the temp names were unified named
+the session cache's downloads ``.<name>.part-<pid>-<tag>``; such temps may still sit on users' disks, so both
+`remove_stale_temps` and `temp_target` still recognise them (nothing writes them any more). A full disk surfaces
+as `DiskFullError`, which names the file being written and says what to do (`writing`).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import shutil
 import socket
 import time
@@ -21,11 +30,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["DiskFullError", "LockedError", "atomic_write_bytes", "file_lock", "remove_stale_temps", "replace_dir",
-           "temp_sibling", "writing"]
+__all__ = ["DiskFullError", "LockedError", "atomic_write_bytes", "file_lock", "file_xxh3", "remove_stale_temps",
+           "replace_dir", "temp_sibling", "temp_target", "writing"]
 
 log = logging.getLogger(__name__)
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_TEMP_MARKERS = (".tmp-", ".part-")  # ".part-": the session cache's downloads before the names were unified
+_TEMP = re.compile(r"\.(?P<target>.+)(?:\.tmp|\.part)-\d+-[0-9a-f]{8}")  # exactly what temp_sibling makes
 
 
 class DiskFullError(OSError):
@@ -71,11 +82,21 @@ def writing(path: str | Path) -> Iterator[None]:
 
 
 def remove_stale_temps(path: str | Path) -> list[Path]:
-    """Delete the temp siblings (files or folders) that killed writers of ``path`` left; call with its lock held."""
+    """Delete the temp siblings (files or folders) that killed writers of ``path`` left; call with its lock held.
+
+    Removes every ``.<name>.tmp-*`` and ``.<name>.part-*`` beside ``path`` (any tail: older releases and the
+    benchmarks wrote shorter tags), where ``<name>`` is ``path``'s name.
+
+    Returns:
+        The paths removed.
+    """
     path = Path(path)
+    prefixes = tuple(f".{path.name}{marker}" for marker in _TEMP_MARKERS)
     removed = []
-    with contextlib.suppress(FileNotFoundError):
-        for stale in path.parent.glob(f".{path.name}.tmp-*"):
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for stale in path.parent.iterdir():
+            if not stale.name.startswith(prefixes):
+                continue
             if stale.is_dir() and not stale.is_symlink():
                 shutil.rmtree(stale, ignore_errors=True)
             else:
@@ -88,15 +109,22 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
 
 @contextlib.contextmanager
 def file_lock(path: str | Path, what: str, *, shared: bool = False, wait: bool = True,
-              brief: bool = False) -> Iterator[None]:
-    """Hold an flock on ``path`` (created if missing) for the block: exclusive, or shared with ``shared``.
+              brief: bool = False, record_holder: bool = True) -> Iterator[None]:
+    """Hold an flock on ``path`` (created if missing, with its folder) for the block.
 
-    ``brief`` marks a lock held only for moments (e.g. one small file write by a build's own workers):
-    waiting for it is logged at debug level instead of as a warning.
+    Args:
+        path: the lock file.
+        what: what the lock guards, for the messages (``"catalog <path>"``).
+        shared: take a shared lock instead of an exclusive one.
+        wait: wait for the lock; False raises `LockedError` at once when another process holds it.
+        brief: the lock is held only for moments (e.g. one small file write by a build's own workers): waiting
+            for it is logged at debug level instead of as a warning.
+        record_holder: an exclusive holder writes ``pid <pid> on <host> since <time>`` into the file, so that a
+            process that has to wait (or is refused) can say who it waits for. False keeps the file empty, for
+            folders that account for every byte they hold (the session cache).
 
-    An exclusive holder writes ``pid <pid> on <host> since <time>`` into the file, so that a process that has to
-    wait (or, with ``wait=False``, is refused with `LockedError`) can say who it waits for. Lock files stay
-    on disk (deleting one races with its next user); a lock file nobody holds is free, never stale.
+    Lock files stay on disk (deleting one races with its next user); a lock file nobody holds is free, never
+    stale.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +141,7 @@ def file_lock(path: str | Path, what: str, *, shared: bool = False, wait: bool =
             log.log(logging.DEBUG if brief else logging.WARNING, "waiting for %s: in use (%s; lock file %s)",
                     what, holder, path)
             fcntl.flock(fd, mode)
-        if not shared:
+        if not shared and record_holder:
             with contextlib.suppress(OSError):  # who holds it is only a courtesy (and a full disk must not fail here)
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}"
@@ -124,9 +152,20 @@ def file_lock(path: str | Path, what: str, *, shared: bool = False, wait: bool =
 
 
 def temp_sibling(path: str | Path) -> Path:
-    """A unique hidden temp name next to ``path`` (same filesystem, so a rename is atomic)."""
+    """A unique hidden temp name next to ``path`` (same filesystem, so a rename is atomic):
+    ``.<name>.tmp-<pid>-<8 hex>``, the only temp-name convention of leadio."""
     path = Path(path)
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def temp_target(name: str) -> str | None:
+    """The file name a temp sibling called ``name`` was written for, or None if ``name`` is no such temp.
+
+    Recognises exactly the names `temp_sibling` makes, and the session cache's former
+    ``.<name>.part-<pid>-<8 hex>``: a scan that meets a temp can tell which entry (and lock) it belongs to.
+    """
+    m = _TEMP.fullmatch(name)
+    return m["target"] if m else None
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
