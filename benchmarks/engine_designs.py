@@ -26,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.loader_throughput import choose_rows, chosen_collection, ensure_shard_set
+from benchmarks.loader_throughput.bench import choose_rows, chosen_collection, ensure_shard_set
 from benchmarks.reference_loaders import sample_refs
+from leadio.batch_reader import BatchReader
 from leadio.dataset import open_dataset
-from leadio.decode.cpu import decode_into
+from leadio.decode.cpu import CpuBackend, decode_into
 
 _STATE: dict = {}  # set before forking the (b) workers: they inherit it
 
@@ -50,7 +51,7 @@ def _slot_bytes(members: dict, batch: int) -> int:
 def _fill(b: int, arrays: dict) -> None:
     s = _STATE
     sl = slice(b * s["batch"], (b + 1) * s["batch"])
-    raw, failures = s["dataset"].read_raw(s["rows"][sl], s["views"][sl])
+    raw, failures = s["reader"].read_raw(s["rows"][sl], s["views"][sl])
     if decode_into(raw, s["members"], arrays, failures):
         raise RuntimeError(f"batch {b} does not decode")
 
@@ -128,11 +129,13 @@ def main(argv=None) -> int:
     loader = open_dataset(ss, collection=chosen_collection(samples), batch_size=batch, backend="cpu",
                           num_workers=w, perturbation_rate=0.0, seed=0, world_size=1, rank=0)
     plan = loader.plan(0)
-    _STATE.update(dataset=loader._dataset, members=loader.members, rows=plan.rows, views=plan.views, batch=batch,
+    # the loader's read step, built from its public parts (the (b) workers and the ceiling read with it too)
+    reader = BatchReader(ss, loader.members, CpuBackend(batch, "cpu", 0), on_error="raise")
+    _STATE.update(reader=reader, members=loader.members, rows=plan.rows, views=plan.views, batch=batch,
                   batches=len(plan) // batch, slot_bytes=_slot_bytes(loader.members, batch))
     ring = ProcessRing(w, 2 * w + 2)  # forked before this process starts decode threads
     n = _STATE["batches"] * batch
-    raws = [_STATE["dataset"].read_raw(plan.rows[i * batch:(i + 1) * batch], plan.views[i * batch:(i + 1) * batch])[0]
+    raws = [_STATE["reader"].read_raw(plan.rows[i * batch:(i + 1) * batch], plan.views[i * batch:(i + 1) * batch])[0]
             for i in range(_STATE["batches"])]
     buffers = [{k: np.empty((batch, *m.shape), m.dtype) for k, m in loader.members.items()} for _ in range(w)]
 

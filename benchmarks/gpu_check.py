@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gpu_check: cannot run: {problem}", file=sys.stderr)
         return 2
 
-    from benchmarks.loader_throughput import choose_rows, chosen_collection, ensure_shard_set
+    from benchmarks.loader_throughput.bench import choose_rows, chosen_collection, ensure_shard_set
     from benchmarks.reference_loaders import sample_refs
     from leadio.dataset import open_dataset
     from leadio.schema import member_name

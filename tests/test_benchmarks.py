@@ -15,7 +15,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` is a folder of the repo, not installed
 
-from benchmarks.loader_throughput import (
+from benchmarks.loader_throughput import run_benchmark
+from benchmarks.loader_throughput.bench import (
     ALL_CORES,
     BASELINE,
     LOADERS,
@@ -23,11 +24,9 @@ from benchmarks.loader_throughput import (
     Bench,
     ceiling_bytes,
     choose_rows,
-    compare_samples,
     ensure_shard_set,
-    load_samples,
-    run_benchmark,
 )
+from benchmarks.loader_throughput.checks import compare_samples, load_samples
 from benchmarks.reference_loaders import build_reference_cache, cache_path, sample_refs
 from leadio.format.pickles import load_lzma_pickle
 from leadio.schema import DEFAULT_KEYS, member_name, members_for_keys

@@ -280,16 +280,17 @@ def test_open_dataset_resolves_a_dataset_root(built_root, tmp_path):
 # ------------------------------------------------------------------ 8: the demo leaves the machine alone
 def test_benchmark_never_drops_the_page_cache_unless_asked(monkeypatch, tmp_path):
     import benchmarks.loader_throughput as lt
+    from benchmarks.loader_throughput import timing
 
     calls = []
     monkeypatch.setattr(lt, "run_benchmark", lambda root, **kw: calls.append(kw["warm"]))
-    monkeypatch.setattr(lt, "drop_page_cache", lambda: pytest.fail("the page cache was dropped"))
+    monkeypatch.setattr(timing, "drop_page_cache", lambda: pytest.fail("the page cache was dropped"))
     lt.main(["--root", str(tmp_path), "--quick"])  # what make demo runs
     lt.main(["--root", str(tmp_path), "--cold"])
     assert calls == [True, False]
     probe = tmp_path / "probe"
     probe.write_bytes(b"x" * 4096)
-    assert lt.page_cache_mode([probe], want_cold=False)[0] == "warm"
+    assert timing.page_cache_mode([probe], want_cold=False)[0] == "warm"
     demo = (REPO / "scripts" / "demo.py").read_text()
     assert '"benchmarks.loader_throughput"' in demo and "--cold" not in demo
 

@@ -61,52 +61,30 @@ from typing import Any
 
 import torch
 
-# Every public name of the old single module stays importable from here (tests import and monkeypatch them);
-# the noqa marks the ones kept only for that.
-from benchmarks.loader_throughput.bench import (  # noqa: F401
+from benchmarks.loader_throughput.bench import (
     ALL_CORES,
     BASELINE,
-    COLLECTION,
     LOADERS,
-    MODULE,
     NAME,
     ORDER_ROWS,
     RGB_ATOL,
-    TARGETS,
     Bench,
-    _isolated,
-    _shard_urls,
-    ceiling_bytes,
     choose_rows,
-    chosen_collection,
     ensure_shard_set,
+    isolated,
+    shard_urls,
 )
-from benchmarks.loader_throughput.checks import check_rows, compare_samples, load_samples
-from benchmarks.loader_throughput.report import _cpu_model, markdown_table, profile_leadio, targets_report
-from benchmarks.loader_throughput.rows import Row, make_row  # noqa: F401
-from benchmarks.loader_throughput.timing import Result, drop_page_cache, measure, measure_isolated, page_cache_mode  # noqa: F401
+from benchmarks.loader_throughput.checks import check_rows
+from benchmarks.loader_throughput.report import cpu_model, markdown_table, profile_leadio, targets_report
+from benchmarks.loader_throughput.timing import (
+    Result,
+    measure_isolated,
+    page_cache_mode,
+)
 from benchmarks.plot import plot_results
 from benchmarks.reference_loaders import build_reference_cache, sample_refs
 
-__all__ = [
-    "LOADERS",
-    "TARGETS",
-    "Bench",
-    "Result",
-    "ceiling_bytes",
-    "check_rows",
-    "chosen_collection",
-    "choose_rows",
-    "compare_samples",
-    "ensure_shard_set",
-    "load_samples",
-    "main",
-    "make_row",
-    "measure",
-    "measure_isolated",
-    "page_cache_mode",
-    "run_benchmark",
-]
+__all__ = ["main", "run_benchmark"]
 
 
 def _all_cores_ceiling(bench: Bench, results: list[Result], **kw: Any) -> Result:
@@ -138,14 +116,14 @@ def run_benchmark(root: Path, *, workers: Sequence[int], samples: int, passes: i
         rep = build_reference_cache(root, bench.samples, ss.config, bench.cache_dir, workers=build_workers)
         print(f"reference cache: {rep.built} files built, {rep.reused} reused, {rep.bytes / 1e6:.1f} MB, "
               f"{rep.seconds:.1f} s (untimed) in {bench.cache_dir}", flush=True)
-    checks = _isolated(check_rows, bench.subset(min(3, n)), loaders)
+    checks = isolated(check_rows, bench.subset(min(3, n)), loaders)
     for name, c in checks.items():
         print(f"check {name}: {'ok' if c['ok'] else 'MISMATCH'} on {c['samples']} samples"
               + (f" (max abs diff {c['max_abs_diff']})" if c["max_abs_diff"] else "")
               + ("" if c["ok"] else f": {'; '.join(c['problems'])}"), flush=True)
     if not all(c["ok"] for c in checks.values()):
         raise RuntimeError("rows do not deliver the same tensors; not timing them (see the check lines above)")
-    probe = [Path(u) for u in _shard_urls(bench)]
+    probe = [Path(u) for u in shard_urls(bench)]
     mode, why = page_cache_mode(probe, want_cold=not warm)
     print(f"page cache: {mode} ({why})", flush=True)
     results: list[Result] = []
@@ -164,7 +142,7 @@ def run_benchmark(root: Path, *, workers: Sequence[int], samples: int, passes: i
         "command": command, "root": str(root), "shard_set": str(ss.path), "shards": len(ss.manifest["shards"]),
         "samples": n, "batch_size": batch_size, "passes": passes, "warmup_passes": warmup,
         "workers": list(workers), "cache_mode": mode, "cache_why": why, "cpu_count": os.cpu_count(),
-        "cpu_model": _cpu_model(), "python": platform.python_version(), "torch": torch.__version__,
+        "cpu_model": cpu_model(), "python": platform.python_version(), "torch": torch.__version__,
         "platform": platform.platform(), "rgb_atol": RGB_ATOL, "reference_cache_dir": str(bench.cache_dir),
         "seconds_total": None,
     }
@@ -172,7 +150,7 @@ def run_benchmark(root: Path, *, workers: Sequence[int], samples: int, passes: i
     doc = {"meta": meta, "rows": [asdict(r) for r in results], "checks": checks, "targets": targets_report(results)}
     out_dir.mkdir(parents=True, exist_ok=True)
     if profile:
-        doc["profile"] = _isolated(profile_leadio, bench, out_dir)  # it forks a worker
+        doc["profile"] = isolated(profile_leadio, bench, out_dir)  # it forks a worker
         print(doc["profile"])
     meta["seconds_total"] = round(time.perf_counter() - t_start, 1)
     (out_dir / f"{NAME}.md").write_text(table)
@@ -211,7 +189,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cold", action="store_true",
                         help="drop the WHOLE MACHINE's page cache (echo 3 > /proc/sys/vm/drop_caches, root only) "
                              "before each timed pass; it slows every other process on the machine. Default: warm")
-    parser.add_argument("--warm", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old commands
     parser.add_argument("--build-workers", type=int, default=os.cpu_count() or 1,
                         help="processes for building the shard set and the reference cache (untimed)")
     parser.add_argument("--samples-per-shard", type=int, default=32,

@@ -1,5 +1,5 @@
 """What every row shares: the constants of the benchmark, the `Bench` (shard set, chosen samples, batch size),
-the shard set it opens or builds, and `_isolated`, which runs a function in a process forked from the fork server.
+the shard set it opens or builds, and `isolated`, which runs a function in a process forked from the fork server.
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.reference_loaders import (
-    SampleRef,
-)
+from benchmarks.reference_loaders import SampleRef
 from leadio.buckets.collection import Bucket, BucketCollection
 from leadio.dataset import open_dataset
 from leadio.format.config import dataset_config_for_root
@@ -61,7 +59,7 @@ class Bench:
         return Bench(self.root, self.shard_set, self.samples[:n], n, self.cache_dir)
 
 
-def _isolated(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def isolated(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``fn(*args, **kwargs)`` in a fresh process forked from the fork server (which has imported this module and
     run nothing else). Whatever forks DataLoader workers runs there: a process that has read a LAZ file holds
     lazrs' thread pool, and workers forked from it hang on their first LAZ read; DALI's threads and memory pools
@@ -86,7 +84,7 @@ def ensure_shard_set(root: Path, *, workers: int, samples_per_shard: int | None)
         return open_shard_set(path, root=root)
     except ShardSetError as e:
         print(f"building the {COLLECTION} shard set ({e})", flush=True)
-    print(_isolated(_build_set, root, workers, samples_per_shard), flush=True)  # LAZ reads stay out of here
+    print(isolated(_build_set, root, workers, samples_per_shard), flush=True)  # LAZ reads stay out of here
     return open_shard_set(path, root=root)
 
 
@@ -123,13 +121,8 @@ def ceiling_bytes(bench: Bench) -> list[dict[str, bytes]]:
             for s in bench.samples]
 
 
-def _member_bytes(bench: Bench) -> int:
-    ss = bench.shard_set
-    cols = [ss.members.index(member_name(m, "normal")) for m in members_for_keys(DEFAULT_KEYS, ss.layout).values()]
-    return int(ss.catalog["member_size"][np.ix_(bench.rows, cols)].sum())
-
-
-def _shard_urls(bench: Bench) -> list[str]:
+def shard_urls(bench: Bench) -> list[str]:
+    """The paths of the shards that hold the chosen samples, in shard order."""
     ss = bench.shard_set
     shards = sorted({int(ss.catalog["shard"][r]) for r in bench.rows})
     return [str(ss.shard_path(k)) for k in shards]

@@ -12,8 +12,7 @@ import numpy as np
 import torch
 
 from benchmarks.loader_throughput.bench import BASELINE, RGB_ATOL, Bench, ceiling_bytes
-from benchmarks.loader_throughput.rows import _LoaderRow, make_row
-from benchmarks.loader_throughput.timing import _quiet_collate_warning
+from benchmarks.loader_throughput.rows import LoaderRow, make_row, quiet_collate_warning
 from leadio.decode.cpu import decode_batch
 from leadio.schema import DEFAULT_KEYS, members_for_keys
 
@@ -35,9 +34,9 @@ def load_samples(bench: Bench, name: str, workers: int = 1) -> dict[int, dict[st
         batches = [{k: torch.from_numpy(v) for k, v in batch.items()}]
     else:
         with warnings.catch_warnings():
-            _quiet_collate_warning()
+            quiet_collate_warning()
             row = make_row(bench, name, workers)
-            assert isinstance(row, _LoaderRow)
+            assert isinstance(row, LoaderRow)
             try:
                 batches = list(row.batches())
             finally:

@@ -63,7 +63,8 @@ def targets_report(results: Sequence[Result]) -> list[dict]:
     return out
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The machine's CPU model name (/proc/cpuinfo, else `platform.processor`)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import multiprocessing as mp
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,9 @@ from benchmarks.loader_throughput.bench import (
     LOADERS,
     ORDER_ROWS,
     Bench,
-    _member_bytes,
-    _shard_urls,
     ceiling_bytes,
     chosen_collection,
+    shard_urls,
 )
 from benchmarks.reference_loaders import (
     ReferenceCacheDataset,
@@ -32,28 +32,14 @@ from benchmarks.reference_loaders import (
 )
 from leadio.dataset import LeadLoader, open_dataset
 from leadio.decode.cpu import decode_into
-from leadio.schema import DEFAULT_KEYS, members_for_keys
+from leadio.schema import DEFAULT_KEYS, member_name, members_for_keys
 
 
 # ----------------------------------------------------------------------------------------------- rows
-def _vm_hwm_mib(pid: int | str = "self") -> float | None:
-    """Peak resident set (VmHWM) of a process in MiB, None where /proc cannot tell."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset this process's VmHWM to its current RSS (Linux >= 4.0); False where not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
+def quiet_collate_warning() -> None:
+    """Silence torch's warning about wrapping read-only arrays (in this process and the workers it forks)."""
+    # PIL and np.frombuffer give read-only arrays; torch warns once per worker when it wraps them (harmless here)
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 
 class Row:
@@ -75,7 +61,7 @@ class Row:
         """Stop the row's worker processes."""
 
 
-class _LoaderRow(Row):
+class LoaderRow(Row):
     """A row whose passes iterate a torch DataLoader (or a leadio loader) with persistent workers."""
 
     def __init__(self, name: str, storage: str, storage_bytes: int, start: Callable[[], Any],
@@ -184,20 +170,27 @@ class _CeilingRow(Row):
         _CEILING.clear()
 
 
+def _member_bytes(bench: Bench) -> int:
+    """The bytes of the chosen samples' members (normal view), as the leadio rows read them."""
+    ss = bench.shard_set
+    cols = [ss.members.index(member_name(m, "normal")) for m in members_for_keys(DEFAULT_KEYS, ss.layout).values()]
+    return int(ss.catalog["member_size"][np.ix_(bench.rows, cols)].sum())
+
+
 def make_row(bench: Bench, name: str, workers: int) -> Row:
     """The row ``name`` (one of `LOADERS`) over ``bench``'s samples with ``workers`` worker processes."""
     ss, b, cfg = bench.shard_set, bench.batch_size, bench.shard_set.config
     if name == "reference raw":
         ds = ReferenceRawDataset(bench.root, bench.samples, cfg)
-        return _LoaderRow(name, "raw route files", ds.storage_bytes(), lambda: _data_loader(ds, b, workers), iter)
+        return LoaderRow(name, "raw route files", ds.storage_bytes(), lambda: _data_loader(ds, b, workers), iter)
     if name == "reference cache":
         ds = ReferenceCacheDataset(bench.samples, cfg, bench.cache_dir)
-        return _LoaderRow(name, "cache files", ds.storage_bytes(), lambda: _data_loader(ds, b, workers), iter)
+        return LoaderRow(name, "cache files", ds.storage_bytes(), lambda: _data_loader(ds, b, workers), iter)
     if name == "plain webdataset":
-        urls = _shard_urls(bench)
+        urls = shard_urls(bench)
         ds = plain_webdataset(urls, {s.key: s.row for s in bench.samples}, ss.layout)
         size = sum(Path(u).stat().st_size for u in urls)
-        return _LoaderRow(name, "whole shards", size, lambda: _data_loader(ds, b, workers), iter)
+        return LoaderRow(name, "whole shards", size, lambda: _data_loader(ds, b, workers), iter)
     if name in ("leadio cpu", "leadio dali") or name in ORDER_ROWS:
         if len(bench.samples) % b:
             raise ValueError(f"{len(bench.samples)} samples are not whole batches of {b}")
@@ -212,7 +205,7 @@ def make_row(bench: Bench, name: str, workers: int) -> Row:
                                 world_size=1, rank=0, seed=0, num_workers=workers, perturbation_rate=0.0,
                                 persistent_workers=True, device=device, shuffle=order)
 
-        return _LoaderRow(name, "shard member ranges", _member_bytes(bench), start, _leadio_epoch)
+        return LoaderRow(name, "shard member ranges", _member_bytes(bench), start, _leadio_epoch)
     if name == "decode ceiling":
         return _CeilingRow(bench, workers)
     raise ValueError(f"unknown loader {name!r}; known: {LOADERS + tuple(ORDER_ROWS)}")

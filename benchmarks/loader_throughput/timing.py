@@ -14,11 +14,31 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.loader_throughput.bench import Bench, _isolated, _shard_urls
-from benchmarks.loader_throughput.rows import _reset_peak_rss, _vm_hwm_mib, make_row
+from benchmarks.loader_throughput.bench import Bench, isolated, shard_urls
+from benchmarks.loader_throughput.rows import make_row, quiet_collate_warning
 
 
 # ----------------------------------------------------------------------------------------------- timing
+def _vm_hwm_mib(pid: int | str = "self") -> float | None:
+    """Peak resident set (VmHWM) of a process in MiB, None where /proc cannot tell."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's VmHWM to its current RSS (Linux >= 4.0); False where not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def _meminfo_cached_bytes() -> int:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("Cached:"):
@@ -61,8 +81,8 @@ def page_cache_mode(probe: Sequence[Path], want_cold: bool = True) -> tuple[str,
 
 
 def measure_isolated(bench: Bench, name: str, workers: int, **kwargs: Any) -> Result:
-    """`measure` in a fresh process (see `_isolated`), so no row inherits another's state."""
-    return _isolated(measure, bench, name, workers, **kwargs)
+    """`measure` in a fresh process (see `isolated`), so no row inherits another's state."""
+    return isolated(measure, bench, name, workers, **kwargs)
 
 
 @dataclass
@@ -83,21 +103,16 @@ class Result:
     notes: list[str] = field(default_factory=list)
 
 
-def _quiet_collate_warning() -> None:
-    # PIL and np.frombuffer give read-only arrays; torch warns once per worker when it wraps them (harmless here)
-    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-
-
 def measure(bench: Bench, name: str, workers: int, *, passes: int, warmup: int = 1, cold: bool = False) -> Result:
     """Warm-up then ``passes`` timed passes of row ``name`` in this process; medians, MB/s and memory."""
     reset = _reset_peak_rss()
     notes = []
     with warnings.catch_warnings():
-        _quiet_collate_warning()  # forked workers inherit the filter
+        quiet_collate_warning()  # forked workers inherit the filter
         times, peaks, storage, size = _timed_passes(bench, name, workers, passes, warmup, cold)
     median = float(np.median(times))
-    if name == "plain webdataset" and len(_shard_urls(bench)) < workers:
-        notes.append(f"only {len(_shard_urls(bench))} shard(s) hold the samples: plain webdataset gives whole shards "
+    if name == "plain webdataset" and len(shard_urls(bench)) < workers:
+        notes.append(f"only {len(shard_urls(bench))} shard(s) hold the samples: plain webdataset gives whole shards "
                      f"to workers, so some of the {workers} workers idle")
     return Result(name, workers, len(bench.samples), times, len(bench.samples) / median, size / median / 1e6,
                   storage, size, max(peaks, default=None), _vm_hwm_mib() if reset else None, notes=notes)

@@ -1,5 +1,6 @@
-"""One regression test per numbered item of issue 15 (each failed before its fix). Items covered elsewhere in
-this suite say where: 12 (leftovers after kill -9) in test_kill, 10's full disk in test_disk_full."""
+"""Regression tests for the numbered items of issue 15 (each failed before its fix), named for the behaviour
+they check; the comment above each gives its item. Items covered elsewhere in this suite: 12 (leftovers after
+kill -9) in test_kill, 10's full disk in test_disk_full."""
 
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ def built(reference, tmp_path) -> Path:
     return root
 
 
+# issue 15, item 1
 @pytest.mark.parametrize("edit", ["other-size", "same-size"])
-def test_item1_an_edited_raw_file_reaches_the_shards(edit, built):
+def test_an_edited_raw_jpeg_makes_the_set_stale_and_a_rebuild_rewrites_its_shard(edit, built):
     ss = open_shard_set(_set_dir(built))
     route = str(ss.catalog["route"][0])
     path = built / route / "rgb" / "0005.jpg"
@@ -59,7 +61,8 @@ def test_item1_an_edited_raw_file_reaches_the_shards(edit, built):
     assert ss.read_member_bytes(_row(ss, route, 5), "rgb_n.jpg") == new
 
 
-def test_item1_a_copied_root_stays_valid(built, tmp_path):
+# issue 15, item 1
+def test_a_copied_root_with_new_mtimes_is_valid_and_rebuilds_nothing(built, tmp_path):
     copy = tmp_path / "copy" / "data" / "carla_leaderboard2"
     shutil.copytree(built, copy, copy_function=shutil.copy)  # new mtimes everywhere
     shutil.rmtree(copy / ".leadio", ignore_errors=True)  # and no stamp cache: everything is hashed again
@@ -68,7 +71,8 @@ def test_item1_a_copied_root_stays_valid(built, tmp_path):
     assert report.shards_written == 0 and report.rewritten == {}
 
 
-def test_item2_a_rerun_repairs_a_damaged_shard(built, reference):
+# issue 15, item 2
+def test_a_rebuild_rewrites_a_damaged_shard_to_the_clean_result(built, reference):
     tar = _set_dir(built) / "all" / "000001.tar"
     data = bytearray(tar.read_bytes())
     data[5000] ^= 0xFF
@@ -78,7 +82,8 @@ def test_item2_a_rerun_repairs_a_damaged_shard(built, reference):
     assert diff(snapshot(built), reference[1]) == []
 
 
-def test_item3_a_truncated_jpeg_is_refused_at_build_and_its_fix_reaches_the_shards(tiny_root):
+# issue 15, item 3
+def test_a_truncated_jpeg_is_refused_at_build_and_its_fix_reaches_the_shards(tiny_root):
     route = sorted((tiny_root / "data").glob("*/*"))[0]
     path = route / "rgb" / "0002.jpg"
     good = path.read_bytes()
@@ -92,7 +97,8 @@ def test_item3_a_truncated_jpeg_is_refused_at_build_and_its_fix_reaches_the_shar
     assert ss.read_member_bytes(_row(ss, rel, 2), "rgb_n.jpg") == good
 
 
-def test_item4_corrupt_labels_are_never_delivered(built):
+# issue 15, item 4
+def test_a_corrupt_targets_member_raises_or_is_skipped_never_delivered(built):
     from leadio.dataset import open_dataset
 
     ss = open_shard_set(_set_dir(built))
@@ -109,7 +115,8 @@ def test_item4_corrupt_labels_are_never_delivered(built):
     assert ss.catalog["sample_key"][3] in loader.stats.skipped_samples[0]
 
 
-def test_item5_a_rebuilt_remote_set_is_never_mixed_with_the_cached_one(tiny_root, tmp_path, monkeypatch):
+# issue 15, item 5
+def test_a_remote_set_rebuilt_under_its_name_is_never_mixed_with_the_cached_one(tiny_root, tmp_path, monkeypatch):
     from http_server import serve_directory
     from remote_read import read_all
 
@@ -126,7 +133,8 @@ def test_item5_a_rebuilt_remote_set_is_never_mixed_with_the_cached_one(tiny_root
     assert after["batches"] > before["batches"]
 
 
-def test_item6_verify_and_open_refuse_a_manifest_without_a_shard_entry(built):
+# issue 15, item 6
+def test_verify_and_open_dataset_refuse_a_manifest_missing_a_shard_entry(built):
     set_dir = _set_dir(built)
     manifest = json.loads((set_dir / "manifest.json").read_text())
     manifest["shards"].pop(1)
@@ -140,7 +148,8 @@ def test_item6_verify_and_open_refuse_a_manifest_without_a_shard_entry(built):
         open_dataset(set_dir, batch_size=1, backend="cpu")
 
 
-def test_item7_two_builds_at_once(tiny_root, reference):
+# issue 15, item 7
+def test_a_second_concurrent_build_waits_and_both_succeed(tiny_root, reference):
     """The second build waits for the first (see test_concurrency for the message); neither crashes."""
     from test_concurrency import test_two_builds_at_once_both_succeed_with_the_clean_result as two_builds
 
@@ -168,7 +177,8 @@ def _train(root: Path, logdir: Path, *extra: str) -> subprocess.CompletedProcess
     return proc
 
 
-def test_item8_a_refused_resume_leaves_config_json_intact(trained):
+# issue 15, item 8
+def test_a_resume_refused_for_another_seed_leaves_config_json_intact(trained):
     root, logdir = trained
     before = (logdir / "config.json").read_bytes()
     refused = _train(root, logdir, "continue_failed_training=true", "seed=1")
@@ -176,13 +186,18 @@ def test_item8_a_refused_resume_leaves_config_json_intact(trained):
     assert (logdir / "config.json").read_bytes() == before
 
 
-def test_item9_pretrain_sh_checks_arguments_first_and_keeps_the_shard_size(built, tmp_path):
+# issue 15, item 9
+def test_pretrain_sh_refuses_an_unknown_key_before_building_anything(built, tmp_path):
     fresh = tmp_path / "fresh" / "data" / "carla_leaderboard2"
     shutil.copytree(built / "data", fresh / "data")
     proc = subprocess.run(["bash", str(REPO / "scripts" / "pretrain.sh"), "epochz=3"], capture_output=True,
                           text=True, env={**os.environ, "LEAD_ROOT": str(fresh)}, cwd=tmp_path, timeout=300)
     assert proc.returncode != 0 and "unknown key 'epochz'" in proc.stderr
     assert not (fresh / "shards").exists()  # nothing was built before the arguments were checked
+
+
+# issue 15, item 9
+def test_a_shard_rerun_without_samples_per_shard_keeps_the_built_set(built):
     before = snapshot(built)
     out = subprocess.run([sys.executable, "-m", "leadio.shard", "--root", str(built), "--workers", "1", "--quiet"],
                          capture_output=True, text=True, timeout=300)
@@ -190,11 +205,16 @@ def test_item9_pretrain_sh_checks_arguments_first_and_keeps_the_shard_size(built
     assert diff(snapshot(built), before) == []
 
 
-def test_item10_messages_name_the_file_and_the_fix(tiny_root, built):
+# issue 15, item 10
+def test_an_empty_png_is_refused_at_build_naming_the_frame_and_the_file(tiny_root):
     route = sorted((tiny_root / "data").glob("*/*"))[0]
     (route / "semantics" / "0003.png").write_bytes(b"")
     with pytest.raises(FrameReadError, match=r"frame 0003, file .*semantics/0003\.png: PNG file is empty"):
         build(tiny_root)
+
+
+# issue 15, item 10
+def test_a_damaged_catalog_names_the_array_and_the_rebuild_command_which_repairs_it(built):
     from leadio.catalog import build_catalog
     from leadio.catalog_store import CatalogError, load_catalog
 
@@ -204,12 +224,17 @@ def test_item10_messages_name_the_file_and_the_fix(tiny_root, built):
                                            rf"it with `python -m leadio\.catalog --root {built}`"):
         load_catalog(built)
     assert build_catalog(built, progress=False).rewritten  # the rerun repairs it
+
+
+# issue 15, item 10
+def test_a_missing_shard_set_catalog_chunk_names_the_file_and_the_rerun_command(built):
     missing = _set_dir(built) / "catalog.zarr" / "route" / "c" / "0"
     missing.unlink()
     with pytest.raises(ShardSetError, match=r"chunk file route/c/0 is missing .*rerun `python -m leadio\.shard --root"):
         open_shard_set(_set_dir(built))
 
 
+# issue 15, item 11
 @pytest.mark.parametrize(("spec", "message"), [
     ({"name": "x", "group_by": ["town"], "skip_frist": 2},
      r"unknown key\(s\) 'skip_frist' \(did you mean 'skip_first'"),
@@ -217,7 +242,7 @@ def test_item10_messages_name_the_file_and_the_fix(tiny_root, built):
     ("{not json", r"collection spec .*bad\.json is not valid JSON"),
     ({"name": "../../../escaped", "group_by": ["town"]}, r"name '\.\./\.\./\.\./escaped' must be a plain file name"),
 ])
-def test_item11_collection_specs_are_validated(spec, message, built, tmp_path):
+def test_a_bad_collection_spec_is_refused_naming_the_problem_and_writes_nothing(spec, message, built, tmp_path):
     from leadio.buckets.builders import load_or_build
 
     path = tmp_path / "bad.json"
@@ -227,7 +252,8 @@ def test_item11_collection_specs_are_validated(spec, message, built, tmp_path):
     assert not list(tmp_path.rglob("*escaped*")) and not list(built.parent.rglob("*escaped*"))
 
 
-def test_item13_skip_bad_routes_in_every_step(tiny_root, reference):
+# issue 15, item 13
+def test_bad_routes_stop_buckets_and_shard_unless_skip_bad_routes_names_and_drops_them(tiny_root, reference):
     kept = sorted({str(r) for r in open_shard_set(_set_dir(reference[0])).catalog["route"]})
     dropped = [p for p in sorted((tiny_root / "data").glob("*/*")) if p.relative_to(tiny_root).as_posix() not in kept]
     routes = [dropped[0], tiny_root / kept[0]]  # a bad results.json (of a route LEAD's filter drops), a bad PNG
@@ -248,15 +274,27 @@ def test_item13_skip_bad_routes_in_every_step(tiny_root, reference):
     assert set(ss.manifest["skipped_routes"]) >= {r.relative_to(tiny_root).as_posix() for r in routes[1:2]}
 
 
-def test_item14_minor(built, capsys):
+# issue 15, item 14
+def test_a_batch_larger_than_the_epoch_is_refused_naming_both_sizes(built):
     from leadio.dataset import open_dataset
-    from leadio.shard.__main__ import main as shard_main
 
     with pytest.raises(ValueError, match=r"batch_size=64 exceeds the 12 samples rank 0 of 1 gets in epoch 0"):
         open_dataset(_set_dir(built), batch_size=64, backend="cpu")
+
+
+# issue 15, item 14
+def test_the_shard_command_refuses_zero_samples_per_shard(built, capsys):
+    from leadio.shard.__main__ import main as shard_main
+
     with pytest.raises(SystemExit):
         shard_main(["--root", str(built), "--samples-per-shard", "0"])
     assert "--samples-per-shard: must be >= 1, got 0" in capsys.readouterr().err
+
+
+# issue 15, item 14
+def test_a_resume_state_of_another_set_or_global_batch_is_refused_and_a_world_size_change_is_not(built):
+    from leadio.dataset import open_dataset
+
     loader = open_dataset(_set_dir(built), batch_size=2, backend="cpu", keys=["targets"])
     state = loader.state_dict()
     for key, value, match in (("shard_set", "other-123", "shard_set='other-123'"),
