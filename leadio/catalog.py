@@ -245,43 +245,76 @@ def build_catalog(root: str | Path, *, workers: int = 1, on_error: str = "raise"
 
 
 def _build_catalog(root: Path, workers: int, on_error: str, progress: bool, dataset_config: str | None) -> ScanReport:
+    """`build_catalog` under the lock: reuse the rows of unchanged routes, re-read the others, write the catalog."""
     from leadio.format.config import dataset_config_for_root
 
     t0 = time.perf_counter()
     path = root / CATALOG_NAME
     remove_stale_temps(path)
-    if dataset_config is None and (path / "zarr.json").exists():  # the root's catalog remembers its sensor setup
-        with contextlib.suppress(Exception):
-            dataset_config = zarr.open_group(path, mode="r").attrs.get("dataset_config")
-    config = dataset_config_for_root(root, dataset_config)
+    config = dataset_config_for_root(root, _remembered_config(path, dataset_config))
     found = discover_routes(root, on_error=on_error)
     trainable = [r for r in found if r.trainable]
     fingerprints = {r.rel_path: route_fingerprint(r.path(root), root) for r in trainable}
 
-    old: Catalog | None = None
-    if (path / "zarr.json").exists():
-        try:
-            old = load_catalog(path)
-        except ValueError as e:
-            log.warning("rebuilding catalog from scratch: %s", e)
+    old = _old_catalog(path)
     old_fp: dict[str, str] = {}
     old_rows: dict[str, tuple[int, int]] = {}
     if old is not None:
         old_fp = dict(zip(old.routes["rel_path"], old.routes["fingerprint"], strict=True))
         old_rows = old.route_rows()
-        same_routes = [str(p) for p in old.routes["rel_path"]] == [r.rel_path for r in found]
-        same_reasons = [str(x) for x in old.routes["filter_reason"]] == [r.filter_reason or "" for r in found]
-        same_reasons = same_reasons and old.attrs.get("dataset_config") == config.name
-        if same_routes and same_reasons and all(old_fp.get(k) == v for k, v in fingerprints.items()) \
-                and not old.attrs.get("skipped_routes"):
+        if _up_to_date(old, old_fp, found, fingerprints, config.name):
             return ScanReport(path, len(found), len(trainable), 0, len(trainable), {}, len(old),
                               time.perf_counter() - t0, rewritten=False)
 
     todo = [r for r in trainable if not (old_fp.get(r.rel_path) == fingerprints[r.rel_path]
                                          and r.rel_path in old_rows)]
-    scanned: dict[str, dict] = {}
     skipped: dict[str, str] = {r.rel_path: f"route {r.rel_path}: {r.filter_reason}" for r in found
                                if (r.filter_reason or "").startswith("unreadable (skipped)")}
+    scanned = _scan_routes(root, todo, workers, on_error, progress, skipped)
+    parts, routes, row = _catalog_rows(found, scanned, skipped, fingerprints, old, old_rows)
+    if not parts:
+        raise ValueError(f"no trainable frames under {root / 'data'}: {len(found)} routes found, "
+                         f"{len(trainable)} pass LEAD's filter, {len(skipped)} skipped as unreadable")
+    columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    attrs = {"format": "leadio-catalog", "version": CATALOG_VERSION, "dataset_config": config.name,
+             "num_rows": int(row), "skipped_routes": skipped}
+    write_catalog(path, Catalog(columns, routes, attrs))
+    return ScanReport(path, len(found), len(trainable), len(todo), len(trainable) - len(todo), skipped, row,
+                      time.perf_counter() - t0, rewritten=True)
+
+
+def _remembered_config(path: Path, dataset_config: str | None) -> str | None:
+    """The dataset config asked for, else the one the root's catalog at ``path`` was built with (if readable)."""
+    if dataset_config is None and (path / "zarr.json").exists():  # the root's catalog remembers its sensor setup
+        with contextlib.suppress(Exception):
+            dataset_config = zarr.open_group(path, mode="r").attrs.get("dataset_config")
+    return dataset_config
+
+
+def _old_catalog(path: Path) -> Catalog | None:
+    """The catalog already at ``path``; None when there is none, or it is damaged (then it is rebuilt)."""
+    if (path / "zarr.json").exists():
+        try:
+            return load_catalog(path)
+        except ValueError as e:
+            log.warning("rebuilding catalog from scratch: %s", e)
+    return None
+
+
+def _up_to_date(old: Catalog, old_fp: dict[str, str], found: list[RouteInfo], fingerprints: dict[str, str],
+                config_name: str) -> bool:
+    """Whether ``old`` lists the same routes, filter reasons, dataset config and fingerprints, none skipped."""
+    same_routes = [str(p) for p in old.routes["rel_path"]] == [r.rel_path for r in found]
+    same_reasons = [str(x) for x in old.routes["filter_reason"]] == [r.filter_reason or "" for r in found]
+    same_reasons = same_reasons and old.attrs.get("dataset_config") == config_name
+    return bool(same_routes and same_reasons and all(old_fp.get(k) == v for k, v in fingerprints.items())
+                and not old.attrs.get("skipped_routes"))
+
+
+def _scan_routes(root: Path, todo: list[RouteInfo], workers: int, on_error: str, progress: bool,
+                 skipped: dict[str, str]) -> dict[str, dict]:
+    """Read each route of ``todo`` into its columns; a bad one raises, or with on_error="skip" joins ``skipped``."""
+    scanned: dict[str, dict] = {}
     jobs = [(root, r) for r in todo]
     bar = tqdm(total=len(jobs), desc="catalog", unit="route", disable=not progress or not jobs, leave=False)
     frames_done = 0
@@ -302,7 +335,13 @@ def _build_catalog(root: Path, workers: int, on_error: str, progress: bool, data
         bar.close()
         if pool:
             pool.shutdown(cancel_futures=True)
+    return scanned
 
+
+def _catalog_rows(found: list[RouteInfo], scanned: dict[str, dict], skipped: dict[str, str],
+                  fingerprints: dict[str, str], old: Catalog | None, old_rows: dict[str, tuple[int, int]]
+                  ) -> tuple[list[dict[str, np.ndarray]], dict[str, np.ndarray], int]:
+    """Each found route's rows (scanned now, or reused from ``old``), the ``routes/`` table, and the row count."""
     parts: list[dict[str, np.ndarray]] = []
     route_cols: dict[str, list] = {k: [] for k in ("rel_path", "scenario", "num_frames", "trainable",
                                                    "filter_reason", "fingerprint", "row_start", "row_stop")}
@@ -327,11 +366,12 @@ def _build_catalog(root: Path, workers: int, on_error: str, progress: bool, data
         route_cols["row_start"].append(row)
         route_cols["row_stop"].append(row + n)
         row += n
-    if not parts:
-        raise ValueError(f"no trainable frames under {root / 'data'}: {len(found)} routes found, "
-                         f"{len(trainable)} pass LEAD's filter, {len(skipped)} skipped as unreadable")
-    columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    routes = {
+    return parts, _route_arrays(route_cols), row
+
+
+def _route_arrays(route_cols: dict[str, list]) -> dict[str, np.ndarray]:
+    """The ``routes/`` table's columns as arrays of their stored dtypes."""
+    return {
         "rel_path": np.array(route_cols["rel_path"], dtype=object),
         "scenario": np.array(route_cols["scenario"], dtype=object),
         "num_frames": np.array(route_cols["num_frames"], dtype=np.int32),
@@ -341,11 +381,6 @@ def _build_catalog(root: Path, workers: int, on_error: str, progress: bool, data
         "row_start": np.array(route_cols["row_start"], dtype=np.int64),
         "row_stop": np.array(route_cols["row_stop"], dtype=np.int64),
     }
-    attrs = {"format": "leadio-catalog", "version": CATALOG_VERSION, "dataset_config": config.name,
-             "num_rows": int(row), "skipped_routes": skipped}
-    write_catalog(path, Catalog(columns, routes, attrs))
-    return ScanReport(path, len(found), len(trainable), len(todo), len(trainable) - len(todo), skipped, row,
-                      time.perf_counter() - t0, rewritten=True)
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m leadio.catalog") -> int:

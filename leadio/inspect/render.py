@@ -160,15 +160,34 @@ def render_array(s: InspectSample, config: DatasetConfig | None = None) -> np.nd
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch, Polygon
 
     config = config or DATASET_CONFIGS["carla_leaderboard2"]
-    a = s.arrays
     fig = plt.figure(figsize=(IMAGE_SIZE[0] / _DPI, IMAGE_SIZE[1] / _DPI), dpi=_DPI, facecolor="white")
     fig.text(0.5, 1 - 12 / IMAGE_SIZE[1], f"{s.key}  ({s.view} view)", ha="center", va="top",
              fontsize=13 if len(s.key) < 110 else 9, weight="bold")
+    _draw_camera(fig, s.arrays)
+    _draw_depth(fig, s.arrays, config)
+    _draw_caption(fig, s)
+    _draw_lidar(fig, s, config)
+    _draw_bev(fig, s, config)
+    fig.canvas.draw()
+    image = np.array(fig.canvas.buffer_rgba())[..., :3]
+    plt.close(fig)
+    return image
 
-    # camera strip + semantic overlay
+
+def _class_legend(fig, classes: list, present: set, first: int, anchor: tuple[int, int], title: str) -> None:
+    """A figure legend of ``classes[first:]`` at pixel ``anchor``, marking the ids not in ``present`` absent."""
+    from matplotlib.patches import Patch
+
+    fig.legend(handles=[Patch(fc=_rgb(c), ec="black", label=n + ("" if i in present else " (absent)"))
+                        for i, (n, c) in enumerate(classes) if i >= first],
+               loc="upper left", bbox_to_anchor=(anchor[0] / IMAGE_SIZE[0], 1 - anchor[1] / IMAGE_SIZE[1]), fontsize=9,
+               title=title, frameon=False)
+
+
+def _draw_camera(fig, a: dict) -> None:
+    """The ``camera`` panel: the camera strip with its semantics blended over it, and their class legend."""
     ax = _axes(fig, "camera")
     sem = a["semantic"].astype(int)
     overlay = _palette(CAMERA_CLASSES)[np.clip(sem, 0, len(CAMERA_CLASSES) - 1)].astype(np.float32)
@@ -176,13 +195,11 @@ def render_array(s: InspectSample, config: DatasetConfig | None = None) -> np.nd
     ax.imshow(blend.astype(np.uint8), interpolation="bilinear")
     ax.set_axis_off()
     ax.set_title(f"camera strip with semantic overlay (alpha {_SEMANTIC_ALPHA})", fontsize=10)
-    present = set(np.unique(sem).tolist())
-    fig.legend(handles=[Patch(fc=_rgb(c), ec="black", label=n + ("" if i in present else " (absent)"))
-                        for i, (n, c) in enumerate(CAMERA_CLASSES) if i > 0],
-               loc="upper left", bbox_to_anchor=(1240 / IMAGE_SIZE[0], 1 - 70 / IMAGE_SIZE[1]), fontsize=9,
-               title="camera semantics", frameon=False)
+    _class_legend(fig, CAMERA_CLASSES, set(np.unique(sem).tolist()), 1, (1240, 70), "camera semantics")
 
-    # depth
+
+def _draw_depth(fig, a: dict, config: DatasetConfig) -> None:
+    """The ``depth`` panel: the depth image in metres with a colour bar."""
     ax = _axes(fig, "depth")
     im = ax.imshow(a["depth"].astype(np.float32) / 255 * config.depth_max_m, cmap="magma_r", vmin=0,
                    vmax=config.depth_max_m, interpolation="nearest")
@@ -192,7 +209,9 @@ def render_array(s: InspectSample, config: DatasetConfig | None = None) -> np.nd
     bar.set_label("m", fontsize=8)
     bar.ax.tick_params(labelsize=7)
 
-    # caption
+
+def _draw_caption(fig, s: InspectSample) -> None:
+    """The ``caption`` panel: `caption_lines`, wrapped at 100 characters, 21 px per line."""
     ax = _axes(fig, "caption")
     ax.set_axis_off()
     step = 21 / (PANELS["caption"][3] - PANELS["caption"][1])  # 21 px per line
@@ -203,42 +222,46 @@ def render_array(s: InspectSample, config: DatasetConfig | None = None) -> np.nd
                     weight="bold" if colour == "red" else "normal")
             y -= step
 
-    # LiDAR BEV + boxes + ego + route
+
+def _draw_lidar(fig, s: InspectSample, config: DatasetConfig) -> None:
+    """The ``lidar`` panel: the LiDAR BEV with the boxes, the ego and the route overlay, and their legend."""
+    a = s.arrays
     ax = _axes(fig, "lidar")
     counts = a["lidar"].astype(np.float32) / max(config.lidar_hist_max_per_pixel, 1)
     _bev_axes(ax, config, _bev_image(counts), cmap="gray", vmin=0, vmax=1)
     ax.set_title("LiDAR BEV, boxes, ego, route / waypoints / target points", fontsize=10)
     handles = _draw_ego(ax)
+    handles += _draw_boxes(ax, a["boxes"], config)
+    handles += _draw_route(ax, s)
+    ax.legend(handles=handles, loc="lower left", fontsize=7, framealpha=0.85)
+
+
+def _draw_boxes(ax, boxes: np.ndarray, config: DatasetConfig) -> list:
+    """Each box row as its outline and heading tick in its class colour; returns one legend handle per class."""
+    from matplotlib.patches import Patch, Polygon
+
     classes_seen = set()
-    for row in a["boxes"]:
+    for row in boxes:
         cls = int(row[7]) if 0 <= int(row[7]) < len(BOX_CLASSES) else 0
         corners, centre, tip = _box_corners(row, config)
         colour = _rgb(BOX_CLASSES[cls][1])
         ax.add_patch(Polygon(corners[:, ::-1], closed=True, fill=False, ec=colour, lw=1.6))
         ax.plot([centre[1], tip[1]], [centre[0], tip[0]], color=colour, lw=1.6)
         classes_seen.add(cls)
-    handles += [Patch(fc="none", ec=_rgb(BOX_CLASSES[c][1]), lw=1.6, label=f"box: {BOX_CLASSES[c][0]}")
-                for c in sorted(classes_seen)]
-    handles += _draw_route(ax, s)
-    ax.legend(handles=handles, loc="lower left", fontsize=7, framealpha=0.85)
+    return [Patch(fc="none", ec=_rgb(BOX_CLASSES[c][1]), lw=1.6, label=f"box: {BOX_CLASSES[c][0]}")
+            for c in sorted(classes_seen)]
 
-    # BEV semantic + legend
+
+def _draw_bev(fig, s: InspectSample, config: DatasetConfig) -> None:
+    """The ``bev`` panel: the BEV semantic target with the ego and the route overlay, and its class legend."""
+    a = s.arrays
     ax = _axes(fig, "bev")
     bev = _palette(BEV_CLASSES)[np.clip(a["bev_semantic"].astype(int), 0, len(BEV_CLASSES) - 1)]
     _bev_axes(ax, config, _bev_image(bev))
     ax.set_title("BEV semantic target", fontsize=10)
     _draw_ego(ax)
     _draw_route(ax, s)
-    present = set(np.unique(a["bev_semantic"]).tolist())
-    fig.legend(handles=[Patch(fc=_rgb(c), ec="black", label=n + ("" if i in present else " (absent)"))
-                        for i, (n, c) in enumerate(BEV_CLASSES)],
-               loc="upper left", bbox_to_anchor=(1230 / IMAGE_SIZE[0], 1 - 750 / IMAGE_SIZE[1]), fontsize=9,
-               title="BEV classes", frameon=False)
-
-    fig.canvas.draw()
-    image = np.array(fig.canvas.buffer_rgba())[..., :3]
-    plt.close(fig)
-    return image
+    _class_legend(fig, BEV_CLASSES, set(np.unique(a["bev_semantic"]).tolist()), 0, (1230, 750), "BEV classes")
 
 
 def save_png(s: InspectSample, path: str | Path, config: DatasetConfig | None = None) -> Path:

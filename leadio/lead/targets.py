@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -100,6 +101,31 @@ def centernet_targets(
         ``pixel_weight`` (B, 2, gh, gw) 1 at box cells; ``avg_factor`` (B,) int64 = max(1, heatmap cells == 1).
     """
     gh, gw = int(grid[0]), int(grid[1])
+    kept = _kept_rows(boxes, num_boxes, gh, gw, num_classes)
+    bsz, dev = boxes.shape[0], boxes.device
+    ex = kept.rows[:, _EX].double() * (gw / BEV_SIZE[1])
+    ey = kept.rows[:, _EY].double() * (gh / BEV_SIZE[0])
+    centre = (kept.b * num_classes + kept.cls) * (gh * gw) + kept.iy * gw + kept.ix  # each row's heatmap cell
+    heatmap, rmax = _draw_heatmap(centre, ex, ey, (bsz, num_classes, gh, gw), min_overlap, min_radius, dev)
+    avg_factor = _avg_factor(heatmap, centre, rmax)
+    return {"heatmap": heatmap, **_cell_targets(kept, ex, ey, num_yaw_bins, (bsz, gh, gw), dev),
+            "avg_factor": avg_factor}
+
+
+class _KeptRows(NamedTuple):
+    """The box rows drawn, in LEAD's loop order (sample, then row), with their centres and cells."""
+
+    b: Tensor  # (M,) sample index
+    rows: Tensor  # (M, 9) float32 row values
+    cx: Tensor  # (M,) float32 centre x, cells
+    cy: Tensor  # (M,) float32 centre y, cells
+    ix: Tensor  # (M,) int64 cell column
+    iy: Tensor  # (M,) int64 cell row
+    cls: Tensor  # (M,) int64 class
+
+
+def _kept_rows(boxes: Tensor, num_boxes: Tensor | None, gh: int, gw: int, num_classes: int) -> _KeptRows:
+    """The rows whose cell is on the grid, class in range, values finite and index below ``num_boxes``."""
     bsz, n, _ = boxes.shape
     dev, rows = boxes.device, boxes.float()
     cx, cy = rows[..., _X] * (gw / BEV_SIZE[1]), rows[..., _Y] * (gh / BEV_SIZE[0])  # float32, as LEAD
@@ -111,62 +137,85 @@ def centernet_targets(
     b_idx, n_idx = valid.nonzero(as_tuple=True)  # row-major: (sample, row) ascending = LEAD's loop order
     r = rows[b_idx, n_idx]
     cx, cy, ix, iy = cx[b_idx, n_idx], cy[b_idx, n_idx], ix[b_idx, n_idx].long(), iy[b_idx, n_idx].long()
-    cls = cls[b_idx, n_idx].long()
-    ex = r[:, _EX].double() * (gw / BEV_SIZE[1])
-    ey = r[:, _EY].double() * (gh / BEV_SIZE[0])
+    return _KeptRows(b_idx, r, cx, cy, ix, iy, cls[b_idx, n_idx].long())
 
+
+def _draw_heatmap(
+    centre: Tensor, ex: Tensor, ey: Tensor, shape: tuple[int, int, int, int], min_overlap: float, min_radius: int,
+    dev: torch.device,
+) -> tuple[Tensor, int | None]:  # fmt: skip
+    """The (B, C, gh, gw) heatmap of LEAD's Gaussians at ``centre`` (flat cells), and the largest radius drawn."""
+    bsz, num_classes, gh, gw = shape
     heatmap = torch.zeros(bsz * num_classes * gh * gw, device=dev)
-    centre = (b_idx * num_classes + cls) * (gh * gw) + iy * gw + ix  # the heatmap cell of each row's centre
-    if len(r):
-        radius = _gaussian_radius(ey, ex, min_overlap).trunc().clamp(min=min_radius).long()  # int(), max(2, .)
-        rmax = int(radius.max())  # the host sync
-        # Rows with the same centre cell and radius draw the same kernel there, and a max-merge is idempotent:
-        # draw each once (LEAD's zero padding is 90 - n identical rows per sample).
-        drawn = torch.unique(centre * (rmax + 1) + radius)
-        d_centre, d_radius = drawn // (rmax + 1), drawn % (rmax + 1)
-        d_iy, d_ix = (d_centre % (gh * gw)) // gw, d_centre % gw
-        table = _kernel_table(rmax, dev)[d_radius]  # (D, K, K)
-        off = torch.arange(-rmax, rmax + 1, device=dev)
-        ys, xs = d_iy[:, None] + off[None], d_ix[:, None] + off[None]  # (D, K)
-        inside = ((ys >= 0) & (ys < gh))[:, :, None] & ((xs >= 0) & (xs < gw))[:, None, :]
-        index = (d_centre - d_iy * gw - d_ix)[:, None, None] + ys.clamp(0, gh - 1)[:, :, None] * gw
-        index = index + xs.clamp(0, gw - 1)[:, None, :]
-        heatmap.scatter_reduce_(0, index.reshape(-1), torch.where(inside, table, 0.0).reshape(-1), "amax")
-    heatmap = heatmap.view(bsz, num_classes, gh, gw)
-    if len(r) and _ones_only_at_centres(rmax):  # the cells == 1 are the distinct centres: no pass over the map
-        ones = torch.unique(centre) // (num_classes * gh * gw)
-        avg_factor = torch.bincount(ones, minlength=bsz).clamp(min=1)
-    else:
-        avg_factor = heatmap.eq(1).flatten(1).sum(1).clamp(min=1)
+    if not len(centre):
+        return heatmap.view(bsz, num_classes, gh, gw), None
+    radius = _gaussian_radius(ey, ex, min_overlap).trunc().clamp(min=min_radius).long()  # int(), max(2, .)
+    rmax = int(radius.max())  # the host sync
+    # Rows with the same centre cell and radius draw the same kernel there, and a max-merge is idempotent:
+    # draw each once (LEAD's zero padding is 90 - n identical rows per sample).
+    drawn = torch.unique(centre * (rmax + 1) + radius)
+    d_centre, d_radius = drawn // (rmax + 1), drawn % (rmax + 1)
+    d_iy, d_ix = (d_centre % (gh * gw)) // gw, d_centre % gw
+    table = _kernel_table(rmax, dev)[d_radius]  # (D, K, K)
+    off = torch.arange(-rmax, rmax + 1, device=dev)
+    ys, xs = d_iy[:, None] + off[None], d_ix[:, None] + off[None]  # (D, K)
+    inside = ((ys >= 0) & (ys < gh))[:, :, None] & ((xs >= 0) & (xs < gw))[:, None, :]
+    index = (d_centre - d_iy * gw - d_ix)[:, None, None] + ys.clamp(0, gh - 1)[:, :, None] * gw
+    index = index + xs.clamp(0, gw - 1)[:, None, :]
+    heatmap.scatter_reduce_(0, index.reshape(-1), torch.where(inside, table, 0.0).reshape(-1), "amax")
+    return heatmap.view(bsz, num_classes, gh, gw), rmax
 
-    cell = b_idx * (gh * gw) + iy * gw + ix
-    order = torch.arange(cell.numel(), device=dev)
-    last = torch.full((bsz * gh * gw,), -1, dtype=torch.long, device=dev).scatter_reduce(0, cell, order, "amax")
-    win = last[cell] == order
-    bin_width = 2 * math.pi / float(num_yaw_bins)
-    angle = _np_mod(r[:, _YAW].double(), 2 * math.pi)  # reference: angle2class in float64
-    shifted = _np_mod(angle + bin_width / 2, 2 * math.pi)
-    yaw_class = _np_floordiv(shifted, bin_width)
-    yaw_res = shifted - (yaw_class * bin_width + bin_width / 2)
-    b_w, iy_w, ix_w = b_idx[win], iy[win], ix[win]
+
+def _avg_factor(heatmap: Tensor, centre: Tensor, rmax: int | None) -> Tensor:
+    """(B,) int64 max(1, heatmap cells == 1), counted from the distinct centres when only they can be 1."""
+    bsz, num_classes, gh, gw = heatmap.shape
+    if rmax is not None and _ones_only_at_centres(rmax):  # the cells == 1 are the distinct centres: no map pass
+        ones = torch.unique(centre) // (num_classes * gh * gw)
+        return torch.bincount(ones, minlength=bsz).clamp(min=1)
+    return heatmap.eq(1).flatten(1).sum(1).clamp(min=1)
+
+
+def _cell_targets(
+    kept: _KeptRows, ex: Tensor, ey: Tensor, num_yaw_bins: int, shape: tuple[int, int, int], dev: torch.device,
+) -> dict[str, Tensor]:  # fmt: skip
+    """The per-cell targets (wh, offset, yaw, velocity, brake, pixel weight): the last row at a cell wins."""
+    bsz, gh, gw = shape
+    cell = kept.b * (gh * gw) + kept.iy * gw + kept.ix
+    win = _last_row_at_cell(cell, bsz * gh * gw, dev)
+    yaw_class, yaw_res = _yaw_targets(kept.rows[:, _YAW], num_yaw_bins)
+    at = (kept.b[win], kept.iy[win], kept.ix[win])
 
     def plane(values: Tensor, dtype: torch.dtype) -> Tensor:  # (B, C, gh, gw), (M, C) values at the winners
         out = torch.zeros(bsz, values.shape[1], gh, gw, dtype=dtype, device=dev)
-        out[b_w, :, iy_w, ix_w] = values[win].to(dtype)
+        out[at[0], :, at[1], at[2]] = values[win].to(dtype)
         return out
 
-    f32 = torch.float32
+    f32, r = torch.float32, kept.rows
     return {
-        "heatmap": heatmap,
         "wh": plane(torch.stack([ex, ey], 1), f32),
-        "offset": plane(torch.stack([cx - ix, cy - iy], 1), f32),
+        "offset": plane(torch.stack([kept.cx - kept.ix, kept.cy - kept.iy], 1), f32),
         "yaw_class": plane(yaw_class[:, None], torch.int32)[:, 0],
         "yaw_res": plane(yaw_res[:, None], f32),
         "velocity": plane(r[:, _SPEED, None], f32),
         "brake": plane(torch.round(r[:, _BRAKE])[:, None], torch.int32)[:, 0],
-        "pixel_weight": plane(torch.ones(len(cx), 2, device=dev), f32),
-        "avg_factor": avg_factor,
+        "pixel_weight": plane(torch.ones(len(kept.cx), 2, device=dev), f32),
     }
+
+
+def _last_row_at_cell(cell: Tensor, num_cells: int, dev: torch.device) -> Tensor:
+    """(M,) bool: whether each row is the last one written to its cell (``cell``: flat (B, gh, gw) index)."""
+    order = torch.arange(cell.numel(), device=dev)
+    last = torch.full((num_cells,), -1, dtype=torch.long, device=dev).scatter_reduce(0, cell, order, "amax")
+    return last[cell] == order
+
+
+def _yaw_targets(yaw: Tensor, num_yaw_bins: int) -> tuple[Tensor, Tensor]:
+    """LEAD's ``angle2class`` in float64: (yaw bin as float, residual from the bin centre in rad)."""
+    bin_width = 2 * math.pi / float(num_yaw_bins)
+    angle = _np_mod(yaw.double(), 2 * math.pi)  # reference: angle2class in float64
+    shifted = _np_mod(angle + bin_width / 2, 2 * math.pi)
+    yaw_class = _np_floordiv(shifted, bin_width)
+    return yaw_class, shifted - (yaw_class * bin_width + bin_width / 2)
 
 
 @lru_cache(maxsize=8)
