@@ -18,8 +18,8 @@ import torch
 
 from leadio.schema import FIELD_MEMBER, TARGET_FIELDS, Member
 
-__all__ = ["RawBatch", "batch_views", "decode_batch", "decode_into", "decode_member", "split_targets",
-           "torch_dtype"]
+__all__ = ["INFLATES_IN_PLACE", "CpuBackend", "RawBatch", "batch_views", "decode_batch", "decode_into",
+           "decode_member", "split_targets", "torch_dtype"]
 
 #: member name -> list of per-sample bytes, plus "row" and "view" int arrays
 RawBatch = dict
@@ -40,6 +40,9 @@ def _lz4_into():
 
 
 _LZ4_INTO = _lz4_into()
+#: Whether lz4 blocks are inflated straight into the batch buffer (python-lz4 exports the symbol), else through
+#: `decode_member`.
+INFLATES_IN_PLACE = _LZ4_INTO is not None
 _LITTLE = sys.byteorder == "little"  # stored members are little-endian: a byte copy is exact
 
 
@@ -90,19 +93,20 @@ def split_targets(records: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def decode_into(raw: RawBatch, members: dict[str, Member], buffers: dict[str, np.ndarray],
-                failures: dict[int, str] | None = None) -> dict[int, str]:
+                failures: dict[int, str] | None = None, *, in_place: bool = True) -> dict[int, str]:
     """Decode a raw batch into caller-owned buffers: ``buffers[name]`` is (>= B, *member.shape) of its dtype.
 
     JPEGs are decoded by libjpeg-turbo straight into their (H, W, 3) slot, lz4 members inflated into theirs;
     every call into simplejpeg, lz4 and numpy's copy releases the GIL, so threads decode in parallel. Samples
     already in ``failures`` (e.g. unreadable) are skipped; the slots of every failed sample are zeroed.
+    ``in_place=False`` takes the portable path (`decode_member`, then a copy), which the fast one must equal.
     Returns the failures (``failures`` updated): batch position -> reason.
     """
     failures = {} if failures is None else failures
     for name, member in members.items():
         view = buffers[name]
         nbytes = math.prod(member.shape) * view.itemsize  # not Member.nbytes: np.prod holds the GIL for ~µs
-        native = _LZ4_INTO is not None and view.flags.c_contiguous and _LITTLE
+        native = in_place and _LZ4_INTO is not None and view.flags.c_contiguous and _LITTLE
         flat = view.reshape(len(view), -1).view(np.uint8) if native else None  # (B, nbytes) bytes of each slot
         address, stride = (flat.ctypes.data, flat.strides[0]) if native else (0, 0)
         for i, data in enumerate(raw[name]):
@@ -149,7 +153,7 @@ def batch_views(buffers: dict[str, torch.Tensor], members: dict[str, Member], ro
     return out
 
 
-def decode_batch(raw: RawBatch, members: dict[str, Member], *, tensors: bool = False
+def decode_batch(raw: RawBatch, members: dict[str, Member], *, tensors: bool = False, in_place: bool = True
                  ) -> tuple[dict, dict[int, str]]:
     """Decode a raw batch (member -> list of bytes) into fresh arrays, the layout of `leadio.schema`.
 
@@ -161,6 +165,7 @@ def decode_batch(raw: RawBatch, members: dict[str, Member], *, tensors: bool = F
         raw: member name -> list of bytes, plus ``row`` and ``view``.
         members: the members to decode.
         tensors: return torch tensors (else numpy arrays; both are views of the same buffers).
+        in_place: as `decode_into`'s.
 
     Returns:
         (batch, failures): failures maps the batch position of each sample that did not decode to the reason;
@@ -169,7 +174,7 @@ def decode_batch(raw: RawBatch, members: dict[str, Member], *, tensors: bool = F
     n = len(raw["row"])
     bufs = {name: torch.empty((n, *m.shape), dtype=_TORCH_DTYPE[np.dtype(m.dtype).name])
             for name, m in members.items()}
-    failures = decode_into(raw, members, {name: b.numpy() for name, b in bufs.items()})
+    failures = decode_into(raw, members, {name: b.numpy() for name, b in bufs.items()}, in_place=in_place)
     out = batch_views(bufs, members, raw["row"], raw["view"])
     if not tensors:
         out = {k: v.numpy() for k, v in out.items()}
