@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from leadio._io import replace_dir, temp_sibling
+from leadio.files import replace_dir, temp_sibling
 
 __all__ = ["EPOCH_FILES", "CheckpointMismatch", "clean_state_dict", "latest_epoch_checkpoint", "load_model_file",
            "load_resume_state", "prune_epoch_files", "save_atomic", "save_epoch_checkpoint", "save_resume_state",
@@ -96,7 +96,7 @@ def load_model_file(model: torch.nn.Module, path: Path, what: str = "load_file")
 
 def save_atomic(obj: Any, path: Path) -> None:
     """torch.save to a temp name beside ``path``, then rename (a killed save's temp is removed first)."""
-    from leadio._io import remove_stale_temps, writing
+    from leadio.files import remove_stale_temps, writing
 
     remove_stale_temps(path)
     tmp = temp_sibling(path)
@@ -109,7 +109,7 @@ def save_atomic(obj: Any, path: Path) -> None:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    from leadio._io import atomic_write_bytes
+    from leadio.files import atomic_write_bytes
 
     atomic_write_bytes(path, text.encode())
 
@@ -171,7 +171,7 @@ def set_aside_previous_run(logdir: Path) -> list[str]:
 
 def save_resume_state(logdir: Path, state: dict[str, Any]) -> None:
     """Replace ``logdir/resume`` with ``state`` (one torch file), atomically."""
-    from leadio._io import remove_stale_temps, writing
+    from leadio.files import remove_stale_temps, writing
 
     final = logdir / "resume"
     remove_stale_temps(final)  # a killed save's temp folder (only the main process writes the logdir)

@@ -6,7 +6,8 @@ Sources, lowest priority first (as LEAD's ``initialize_config``): the defaults; 
 ``LEAD_TRAINING_CONFIG`` (space-separated ``key=value``); the command line. Overrides are parsed against each
 field's type (``epochs=3``, ``log_wandb=true``, ``load_file=null``, ``epoch_checkpoints_keep=[7,15]``).
 
-Keys are leadtrain's fields plus the TFv6 model options (`leadtrain.tfv6.TFv6Config`, reference names), flat.
+Keys are leadtrain's fields plus the TFv6 model options (`leadtrain.models.tfv6.TFv6Config`, reference names),
+flat.
 A ``config.json`` written by the reference is understood: keys leadtrain implements keep their meaning (aliases:
 ``carla_root`` = ``root``, ``use_sensor_perburtation_prob`` = ``perturbation_rate``,
 ``use_mixed_precision_training``), derived keys are checked against ours, options this port does not implement
@@ -40,7 +41,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from leadtrain.tfv6.config import DERIVED, UNSUPPORTED, TFv6Config
+from leadtrain.models import MODELS
+from leadtrain.models.tfv6.config import DERIVED, UNSUPPORTED, TFv6Config
 
 __all__ = ["ConfigError", "TrainingConfig", "detect_mixed_precision", "parse_overrides"]
 
@@ -74,8 +76,9 @@ class TrainingConfig:
     compile: bool = False                            # torch.compile the model (inductor; any device)
     channel_last: bool = False                       # channels_last weights (and TFv6 encoder inputs)
     # model
-    model: str = "auto"                              # tfv6 | leadtrain; auto: leadtrain for model_size tiny/small
-    model_size: str = "reference"                    # leadtrain presets: tiny | small | reference
+    model: str = "auto"                              # a name in leadtrain.models.MODELS (tfv6 | compact); auto:
+                                                     # compact for model_size tiny/small, else tfv6
+    model_size: str = "reference"                    # compact presets: tiny | small | reference
     encoder_backend: str = "auto"                    # TFv6 encoders: auto | timm | builtin
     image_pretrained_weights: str = "timm-cache"     # TFv6 ImageNet weights: timm-cache | <file> | none
     use_planning_decoder: bool = False               # post-training adds the planner
@@ -102,7 +105,7 @@ class TrainingConfig:
         if isinstance(self.tfv6, dict):
             self.tfv6 = TFv6Config(**self.tfv6)
         if self.model == "auto":
-            self.model = "leadtrain" if self.model_size in ("tiny", "small") else "tfv6"
+            self.model = "compact" if self.model_size in ("tiny", "small") else "tfv6"
         phase = "posttrain" if self.use_planning_decoder else "pretrain"
         if self.collection == "auto":
             self.collection = f"full_{phase}"
@@ -114,7 +117,8 @@ class TrainingConfig:
             (self.lr > 0, "lr must be > 0"),
             (self.mixed_precision in ("auto", "bf16", "fp16", "no"), "mixed_precision must be auto|bf16|fp16|no"),
             (self.backend in ("auto", "cpu", "dali"), "backend must be auto|cpu|dali"),
-            (self.model in ("tfv6", "leadtrain"), "model must be tfv6|leadtrain|auto"),
+            (self.model != "leadtrain", "model 'leadtrain' is now called 'compact'"),
+            (self.model in MODELS or self.model == "leadtrain", f"model must be {'|'.join(MODELS)}|auto"),
             (self.model_size in ("tiny", "small", "reference"), "model_size must be tiny|small|reference"),
             (self.encoder_backend in ("auto", "timm", "builtin"), "encoder_backend must be auto|timm|builtin"),
             (self.wandb_resume in ("never", "allow", "must"), "wandb_resume must be never|allow|must"),
@@ -150,7 +154,7 @@ class TrainingConfig:
         return out
 
     def save(self, logdir: str | Path | None = None) -> Path:
-        from leadio._io import atomic_write_bytes
+        from leadio.files import atomic_write_bytes
 
         path = Path(logdir or self.logdir) / "config.json"
         atomic_write_bytes(path, json.dumps(self.to_dict(), indent=4).encode())

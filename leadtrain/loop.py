@@ -1,31 +1,48 @@
 """The Accelerate training loop: LEAD's two-phase schedule on top of leadio.
 
 ``run(cfg)`` trains for ``cfg.epochs`` epochs: pre-training (perception losses) or, with
-``use_planning_decoder=true``, post-training (perception + planning). Each process reads its own exact share
-of every epoch from leadio (equal batch counts on every rank, so DDP never hangs); the loader is not wrapped
-by Accelerate. Checkpoints follow LEAD's layout (`leadtrain.checkpoint`); ``continue_failed_training=true``
-continues from ``<logdir>/resume`` (model, optimizer, scheduler, scaler, RNG and the data stream's position),
-so a killed run ends with the same weights as an uninterrupted one. ``channel_last=true`` puts the weights in
-channels_last memory format, ``compile=true`` wraps the prepared model in ``torch.compile`` (checkpoints keep the
-plain names either way).
+``use_planning_decoder=true``, post-training (perception + planning). It reads top to bottom:
 
-Logged every ``log_scalars_frequency`` steps on rank 0 (TensorBoard, W&B when enabled): every loss, the
-learning rate, samples/s, the data stall (share of step time spent waiting for the next batch) and memory.
+- `setup`: the accelerator, the logdir, the loader, the model of ``cfg.model`` (a row of `leadtrain.models.MODELS`:
+  the loop knows no model by name), the optimizer and the schedule, prepared by Accelerate;
+- `restore`: with ``continue_failed_training=true``, the latest complete state (model, optimizer, scheduler,
+  scaler, RNG and the data stream's position), so a killed run ends with the same weights as an uninterrupted one;
+- `train_epoch`, per epoch: `train_step` per batch, `log_step` every ``log_scalars_frequency`` steps, a picture
+  every ``log_images_frequency`` steps, the resume state when due, and the epoch's checkpoint (`end_epoch`).
+
+Each process reads its own exact share of every epoch from leadio (equal batch counts on every rank, so DDP never
+hangs); the loader is not wrapped by Accelerate. Checkpoints follow LEAD's layout (`leadtrain.checkpoint`).
+``channel_last=true`` puts the weights in channels_last memory format, ``compile=true`` wraps the prepared model
+in ``torch.compile`` (checkpoints keep the plain names either way).
+
+Host syncs: the losses stay on the device except on logged steps (scalars or a picture) and at an epoch end. A
+non-finite loss is therefore noticed on the next logged step, resume save or epoch end, never later, and the
+error names the first step it happened at (tracked on the device, `NonFiniteWatch`); no checkpoint is written
+after it.
+
+Logged every ``log_scalars_frequency`` steps on rank 0 (TensorBoard, W&B when enabled): every loss of that step,
+the learning rate, samples/s, the data stall (share of step time spent waiting for the next batch) and memory.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
+import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from leadio.dataset import open_dataset
+from leadio.files import atomic_write_bytes
 from leadio.format import dataset_config_for_root
 from leadio.shard import shard_set_dir
 from leadtrain.checkpoint import (
@@ -38,37 +55,32 @@ from leadtrain.checkpoint import (
     set_aside_previous_run,
 )
 from leadtrain.config import TrainingConfig, detect_mixed_precision
+from leadtrain.models import MODELS, ModelSpec
 from leadtrain.viz import render_sample, save_png
 
-__all__ = ["RunResult", "build_model", "run"]
+__all__ = ["MetricsLogger", "NonFiniteWatch", "RunResult", "StepOutput", "TrainState", "Window", "build_model",
+           "compiled", "draw_step", "end_epoch", "log_step", "restore", "resume_due", "run", "save_resume", "setup",
+           "to_channels_last", "train_epoch", "train_step"]
 
 log = logging.getLogger(__name__)
 
 PERCEPTION_KEYS = ["rgb", "semantic", "depth", "lidar", "bev_semantic", "radar", "boxes", "targets"]
 
 
+# ---- model options -----------------------------------------------------------------------------------------------
 def build_model(cfg: TrainingConfig) -> torch.nn.Module:
-    """``model=tfv6``: the reference TFv6 (ImageNet image encoder unless a checkpoint replaces it); else the
-    compact leadtrain model of ``model_size``."""
-    if cfg.model == "tfv6":
-        from leadtrain.tfv6 import TFv6
-
-        weights = "none" if cfg.load_file or cfg.continue_failed_training else cfg.image_pretrained_weights
-        return TFv6(cfg.tfv6, planning=cfg.use_planning_decoder, encoder_backend=cfg.encoder_backend,
-                    image_pretrained_weights=weights)
-    from leadtrain.model import ModelConfig, TransFuser
-
-    return TransFuser(ModelConfig.preset(cfg.model_size, use_planner=cfg.use_planning_decoder))
+    """The model ``cfg.model`` names in `leadtrain.models.MODELS`, with fresh weights for the phase."""
+    return MODELS[cfg.model].build(cfg)
 
 
 def to_channels_last(cfg: TrainingConfig, model: torch.nn.Module) -> torch.nn.Module:
     """``channel_last=true``: the model's weights in channels_last memory format (the reference's
-    ``model.to(memory_format=torch.channels_last)``), and TFv6's encoder inputs too; else ``model`` unchanged."""
+    ``model.to(memory_format=torch.channels_last)``), and the model's own input conversion (TFv6's encoders);
+    else ``model`` unchanged."""
     if not cfg.channel_last:
         return model
     model = model.to(memory_format=torch.channels_last)
-    if cfg.model == "tfv6":
-        model.backbone.channels_last = True
+    MODELS[cfg.model].channels_last(model)
     log.info("channel_last=true: weights and encoder inputs in channels_last memory format")
     return model
 
@@ -79,67 +91,15 @@ def compiled(cfg: TrainingConfig, model: torch.nn.Module) -> torch.nn.Module:
 
     The reference asks for ``mode="max-autotune", fullgraph=True`` (and then trains the uncompiled module: it
     rebinds a local name); this keeps the default mode (minutes less compile time) and allows graph breaks, so an
-    op dynamo cannot trace costs speed, not the run."""
+    op dynamo cannot trace costs speed, not the state."""
     if not cfg.compile:
         return model
     log.info("compile=true: torch.compile (inductor); the first steps include the compile time")
     return torch.compile(model)
 
 
-def _loss_weights(cfg: TrainingConfig) -> dict[str, float]:
-    """Normalised weight per loss name (TFv6: the reference's; leadtrain model: `leadtrain.losses`')."""
-    if cfg.model == "tfv6":
-        from leadtrain.tfv6 import loss_weights
-
-        return loss_weights(cfg.tfv6, cfg.use_planning_decoder, cfg.loss_weights)
-    return dict(cfg.loss_weights)
-
-
-def _compute_losses(cfg: TrainingConfig, model, core, batch: dict, weights: dict,
-                    metrics: dict | None) -> tuple[torch.Tensor, dict, dict, dict]:
-    """(total, unweighted losses, weighted losses, predictions) for a leadio batch; TFv6 gets it in LEAD format."""
-    planning = cfg.use_planning_decoder
-    if cfg.model == "tfv6":
-        from leadio.lead import to_lead_batch
-        from leadtrain.tfv6 import color_augment
-
-        data = to_lead_batch(batch, planning=planning)
-        if cfg.tfv6.use_color_aug:
-            data["rgb"] = color_augment(data["rgb"].float(), cfg.tfv6.use_color_aug_prob)
-        pred = model(data)
-        losses = core.compute_loss(pred, data, metrics)
-        scaled = {k: weights[k] * v.float() for k, v in losses.items()}
-        return sum(scaled.values()), losses, scaled, pred
-    from leadtrain.losses import DEFAULT_LOSS_WEIGHTS, perception_losses, planning_losses, total_loss
-
-    pred = model(batch, planning=planning)
-    losses = perception_losses(pred, batch)
-    if planning:
-        losses.update(planning_losses(pred, batch))
-    merged = {**DEFAULT_LOSS_WEIGHTS, **weights}
-    norm = sum(float(merged.get(k, 1.0)) for k in losses)
-    scaled = {k: float(merged.get(k, 1.0)) / norm * v.float() for k, v in losses.items()}
-    return total_loss(losses, weights), losses, scaled, pred
-
-
-@dataclass
-class RunResult:
-    logdir: Path
-    epochs_done: int
-    steps: int
-    seconds_per_epoch: list[float]
-    data_stall_pct: float
-    final_losses: dict[str, float]
-
-
-def _load_model_file(model: torch.nn.Module, path: Path, what: str) -> None:
-    info = load_model_file(model, path, what)
-    log.info("%s=%s: %d keys loaded%s%s", what, path, info["matched"],
-             f"; new (random init): {', '.join(info['new_modules'])}" if info["new_modules"] else "",
-             f"; not in this model: {', '.join(info['dropped_modules'])}" if info["dropped_modules"] else "")
-
-
-class _Logger:
+# ---- what a run holds --------------------------------------------------------------------------------------------
+class MetricsLogger:
     """TensorBoard (+ W&B) on the main process; a no-op elsewhere."""
 
     def __init__(self, cfg: TrainingConfig, active: bool):
@@ -158,7 +118,7 @@ class _Logger:
                                     id=cfg.wandb_id, resume=cfg.wandb_resume,
                                     mode=os.environ.get("WANDB_MODE", "offline"))
 
-    def scalars(self, values: dict[str, float], step: int) -> None:
+    def log(self, values: dict[str, float], step: int) -> None:
         if not self.active:
             return
         for k, v in values.items():
@@ -182,241 +142,406 @@ class _Logger:
             self.wandb.finish()
 
 
-def _write_rank_summary(logdir: Path, rank: int, model: torch.nn.Module, steps: int, epoch_times: list[float],
-                        stall_pct: float) -> None:
-    """``run_summary_rank{r}.json``: steps taken and a checksum of the weights, per rank (DDP sanity check)."""
-    import hashlib
-    import json
+class NonFiniteWatch:
+    """The first step whose total loss was not finite, and that step's losses, kept on the device: a per-step
+    check without a host sync. `check` (a sync) raises on the logged steps and before every save."""
 
-    from leadio._io import atomic_write_bytes
+    def __init__(self) -> None:
+        self.where: Tensor | None = None  # int64: epoch * 2**32 + step in epoch of the first non-finite total, or -1
+        self.values: Tensor | None = None  # that step's [total, *losses]
+        self.names: list[str] = []
 
-    h = hashlib.sha256()  # learned parameters only: DDP keeps those equal; BatchNorm statistics are per rank
-    for name, tensor in sorted(model.named_parameters()):
-        h.update(name.encode())
-        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    summary = {"rank": rank, "global_steps": steps, "seconds_per_epoch": epoch_times, "data_stall_pct": stall_pct,
-               "weights_sha256": h.hexdigest()}
-    atomic_write_bytes(logdir / f"run_summary_rank{rank}.json", json.dumps(summary, indent=1).encode())
+    def update(self, epoch: int, step_in_epoch: int, total: Tensor, losses: dict[str, Tensor]) -> None:
+        values = torch.stack([total.detach().float(), *(v.detach().float() for v in losses.values())])
+        if self.where is None or self.values.shape != values.shape:
+            self.where, self.values = torch.full((), -1, device=total.device), torch.zeros_like(values)
+            self.names = list(losses)
+        first = (self.where < 0) & ~torch.isfinite(values[0])
+        self.where = torch.where(first, (epoch << 32) + step_in_epoch, self.where)
+        self.values = torch.where(first, values, self.values)
+
+    def check(self) -> None:
+        """Raises FloatingPointError (naming the step and its losses) if a total loss was not finite."""
+        if self.where is None or int(self.where) < 0:
+            return
+        (epoch, step), values = divmod(int(self.where), 1 << 32), self.values.tolist()
+        raise FloatingPointError(f"loss is {values[0]} at epoch {epoch} step {step}: "
+                                 f"{dict(zip(self.names, values[1:], strict=True))}")
 
 
-def run(cfg: TrainingConfig) -> RunResult:
-    """Train as ``cfg`` says; returns what was done (rank 0's view)."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
+@dataclass
+class Window:
+    """Since the last logged step: seconds waiting for batches, seconds in steps, samples (all ranks)."""
 
-    precision = detect_mixed_precision(cfg.mixed_precision)
-    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
-    main = accelerator.is_main_process
-    world, rank = accelerator.num_processes, accelerator.process_index
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {world} processes")
-    per_rank = cfg.batch_size // world
+    stall: float = 0.0
+    seconds: float = 0.0
+    samples: int = 0
+
+
+@dataclass
+class RunResult:
+    logdir: Path
+    epochs_done: int
+    steps: int
+    seconds_per_epoch: list[float]
+    data_stall_pct: float
+    final_losses: dict[str, float]
+
+
+@dataclass
+class StepOutput:
+    """One step's predictions and losses, on the device (``total`` = sum of ``scaled``)."""
+
+    pred: dict[str, Any]
+    losses: dict[str, Tensor]
+    scaled: dict[str, Tensor]
+    total: Tensor
+    metrics: dict[str, float] | None
+
+    def host_losses(self) -> dict[str, float]:
+        """Unweighted losses and the total as floats (a host sync)."""
+        return {k: float(v.detach()) for k, v in self.losses.items()} | {"total": float(self.total.detach())}
+
+
+@dataclass
+class TrainState:
+    """What `setup` builds and the training functions advance, on one process."""
+
+    cfg: TrainingConfig
+    spec: ModelSpec
+    accelerator: Any
+    loader: Any
+    model: torch.nn.Module  # prepared (DDP, torch.compile): the one to call
+    core: torch.nn.Module  # the bare model: its weights, its losses
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    weights: dict[str, float]  # normalised loss weights (`ModelSpec.loss_weights`)
+    steps_per_epoch: int  # the first epoch's steps: T_0 of the cosine schedule, LEAD's step count
+    per_rank: int  # samples per process and step
+    logger: MetricsLogger | None = None
+    epoch: int = 0  # the epoch to train next
+    step_in_epoch: int = 0
+    global_step: int = 0
+    skipped: int = 0  # optimizer steps the GradScaler skipped, cumulative
+    epoch_times: list[float] = field(default_factory=list)
+    stall_s: float = 0.0  # whole run: time waiting for batches, time in steps
+    step_s: float = 0.0
+    window: Window = field(default_factory=Window)
+    last_losses: dict[str, float] = field(default_factory=dict)
+    last_resume: float = field(default_factory=time.monotonic)
+    nonfinite: NonFiniteWatch = field(default_factory=NonFiniteWatch)
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def logdir(self) -> Path:
+        return Path(self.cfg.logdir)
+
+    @property
+    def phase(self) -> str:
+        return "posttrain" if self.cfg.use_planning_decoder else "pretrain"
+
+    @property
+    def stall_pct(self) -> float:
+        return 100 * self.stall_s / max(self.step_s, 1e-9)
+
+    def steps_in(self, epoch: int) -> int:
+        full = self.loader.batches_in_epoch(epoch)
+        return min(full, self.cfg.max_steps_per_epoch) if self.cfg.max_steps_per_epoch else full
+
+    def states(self) -> dict[str, dict]:
+        """model / optimizer / scheduler / scaler state dicts (the epoch files' content)."""
+        scaler = self.accelerator.scaler
+        return {"model": self.core.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else {}}
+
+
+# ---- set-up ----------------------------------------------------------------------------------------------------
+def _prepare_logdir(cfg: TrainingConfig, main: bool) -> None:
+    """A fresh run sets the previous run's files aside and writes its config (a resume does so in `restore`)."""
     logdir = Path(cfg.logdir)
-    if main:
-        logdir.mkdir(parents=True, exist_ok=True)
-        if not cfg.continue_failed_training and (moved := set_aside_previous_run(logdir)):
-            log.warning("fresh run in %s: moved the previous run's %d files (%s) to %s", logdir, len(moved),
-                        ", ".join(moved[:4]) + (", ..." if len(moved) > 4 else ""), logdir / "previous_run")
-        if not cfg.continue_failed_training:  # a resume writes its config only once the resume is accepted
-            cfg.save(logdir)
-    set_seed(cfg.seed)
+    if not main:
+        return
+    logdir.mkdir(parents=True, exist_ok=True)
+    if cfg.continue_failed_training:
+        return
+    if moved := set_aside_previous_run(logdir):
+        log.warning("fresh run in %s: moved the previous run's %d files (%s) to %s", logdir, len(moved),
+                    ", ".join(moved[:4]) + (", ..." if len(moved) > 4 else ""), logdir / "previous_run")
+    cfg.save(logdir)
 
+
+def _open_loader(cfg: TrainingConfig, per_rank: int, world: int, rank: int):
     root = Path(cfg.root)
     set_dir = shard_set_dir(root, cfg.shard_collection, dataset_config_for_root(root))
     if not (set_dir / "manifest.json").exists():
         raise FileNotFoundError(f"no shard set at {set_dir}; build it first: python -m leadio.shard --root {root} "
                                 f"--collection {cfg.shard_collection}")
-    planning = cfg.use_planning_decoder
-    loader = open_dataset(set_dir, collection=cfg.collection, keys=PERCEPTION_KEYS, batch_size=per_rank,
-                          backend=cfg.backend, world_size=world, rank=rank, seed=cfg.seed,
-                          num_workers=cfg.num_workers, perturbation_rate=cfg.perturbation_rate,
-                          pin_memory=torch.cuda.is_available(),
-                          device="cuda" if torch.cuda.is_available() else None)
+    cuda = torch.cuda.is_available()
+    return open_dataset(set_dir, collection=cfg.collection, keys=PERCEPTION_KEYS, batch_size=per_rank,
+                        backend=cfg.backend, world_size=world, rank=rank, seed=cfg.seed, num_workers=cfg.num_workers,
+                        perturbation_rate=cfg.perturbation_rate, pin_memory=cuda, device="cuda" if cuda else None)
 
-    model = build_model(cfg)
-    start_epoch, resume = 0, None
-    if cfg.continue_failed_training:
-        resume = load_resume_state(logdir)
-        if resume is None:
-            latest = latest_epoch_checkpoint(logdir)
-            if latest is None:
-                log.warning("continue_failed_training=true but %s holds no checkpoint: starting from scratch", logdir)
-            else:
-                start_epoch = latest[0] + 1
-                _load_model_file(model, latest[1], "continue_failed_training")
-    elif cfg.load_file:
-        _load_model_file(model, Path(cfg.load_file), "load_file")  # post-training: the planner is new
+
+def _log_loaded(info: dict, path: Path, what: str) -> None:
+    log.info("%s=%s: %d keys loaded%s%s", what, path, info["matched"],
+             f"; new (random init): {', '.join(info['new_modules'])}" if info["new_modules"] else "",
+             f"; not in this model: {', '.join(info['dropped_modules'])}" if info["dropped_modules"] else "")
+
+
+def setup(cfg: TrainingConfig) -> TrainState:
+    """Accelerator, logdir, loader, model (``load_file`` loaded), AdamW and the cosine schedule, prepared."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    accelerator = Accelerator(mixed_precision=detect_mixed_precision(cfg.mixed_precision),
+                              cpu=not torch.cuda.is_available())
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {world} processes")
+    per_rank = cfg.batch_size // world
+    _prepare_logdir(cfg, accelerator.is_main_process)
+    set_seed(cfg.seed)
+    loader = _open_loader(cfg, per_rank, world, rank)
+    spec = MODELS[cfg.model]
+    weights = spec.loss_weights(cfg)  # a bad loss_weights key fails here, before any step
+    model = spec.build(cfg)
+    if cfg.load_file and not cfg.continue_failed_training:  # post-training: the planner is new
+        _log_loaded(load_model_file(model, Path(cfg.load_file), "load_file"), Path(cfg.load_file), "load_file")
     model = to_channels_last(cfg, model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=True,
                                   fused=torch.cuda.is_available() or None)
-
-    def steps_in(epoch: int) -> int:
-        full = loader.batches_in_epoch(epoch)
-        return min(full, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else full
-
-    steps_per_epoch = steps_in(0)  # T_0 of the cosine schedule, as LEAD: the first epoch's steps
-    if steps_per_epoch == 0:
+    state = TrainState(cfg=cfg, spec=spec, accelerator=accelerator, loader=loader, model=model, core=model,
+              optimizer=optimizer, scheduler=None, weights=weights, steps_per_epoch=0, per_rank=per_rank)
+    state.steps_per_epoch = state.steps_in(0)
+    if state.steps_per_epoch == 0:
         raise ValueError(f"collection {cfg.collection!r} gives fewer than one batch of {per_rank} samples per "
                          f"process per epoch: lower batch_size or add data")
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=steps_per_epoch, T_mult=2)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    model = compiled(cfg, model)
-    skipped = 0
-    step_in_epoch = 0
-    if resume is not None:
-        if "weights_from_epoch" in resume:  # an epoch-end state: the weights are that epoch's files
-            e = resume["weights_from_epoch"]
-            resume.update({n: torch.load(logdir / f"{n}_{e:04d}.pth", map_location="cpu", weights_only=True)
-                           for n in ("model", "optimizer", "scheduler", "scaler")})
-        accelerator.unwrap_model(model, keep_torch_compile=False).load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        if accelerator.scaler is not None and resume.get("scaler"):
-            accelerator.scaler.load_state_dict(resume["scaler"])
-        torch.set_rng_state(resume["rng_cpu"])
-        if torch.cuda.is_available() and resume.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(resume["rng_cuda"])
-        loader.load_state_dict(resume["loader"])
-        start_epoch, step_in_epoch, skipped = resume["epoch"], resume["step_in_epoch"], resume["skipped"]
-        log.info("continuing from %s: epoch %d, step %d", logdir / "resume", start_epoch, step_in_epoch)
-    if cfg.continue_failed_training and main:  # a refused resume (above) leaves the logdir's config.json intact
+    state.scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=state.steps_per_epoch,
+                                                                         T_mult=2)
+    state.model, state.optimizer = accelerator.prepare(model, optimizer)
+    state.model = compiled(cfg, state.model)
+    state.core = accelerator.unwrap_model(state.model, keep_torch_compile=False)
+    return state
+
+
+# ---- restore -----------------------------------------------------------------------------------------------------
+def _epoch_files_state(logdir: Path) -> dict | None:
+    """The newest complete epoch files as a resume state (a run killed before any ``resume/``, or the reference's
+    checkpoints): training continues at the next epoch's start."""
+    latest = latest_epoch_checkpoint(logdir)
+    if latest is None:
+        return None
+    e = latest[0]
+    skipped = int((logdir / f"gradient_steps_skipped_{e:04d}.txt").read_text())
+    return {"weights_from_epoch": e, "epoch": e + 1, "step_in_epoch": 0, "skipped": skipped}
+
+
+def restore(state: TrainState) -> None:
+    """``continue_failed_training=true``: load ``<logdir>/resume`` (mid-epoch: everything; at an epoch end: RNG,
+    loader and counters, the weights from that epoch's files) or, without it, the newest complete epoch files;
+    then write config.json (a refused resume leaves the logdir's config.json as it was)."""
+    cfg, logdir = state.cfg, state.logdir
+    if not cfg.continue_failed_training:
+        return
+    saved = load_resume_state(logdir) or _epoch_files_state(logdir)
+    if saved is None:
+        log.warning("continue_failed_training=true but %s holds no checkpoint: starting from scratch", logdir)
+    else:
+        source = logdir / "resume" if "rng_cpu" in saved else logdir / f"model_{saved['weights_from_epoch']:04d}.pth"
+        if "weights_from_epoch" in saved:  # the weights are that epoch's files
+            e = saved["weights_from_epoch"]
+            path = logdir / f"model_{e:04d}.pth"
+            _log_loaded(load_model_file(state.core, path, "continue_failed_training"), path, "continue_failed_training")
+            saved.update({n: torch.load(logdir / f"{n}_{e:04d}.pth", map_location="cpu", weights_only=True)
+                          for n in ("optimizer", "scheduler", "scaler")})
+        else:
+            state.core.load_state_dict(saved["model"])
+        state.optimizer.load_state_dict(saved["optimizer"])
+        state.scheduler.load_state_dict(saved["scheduler"])
+        if state.accelerator.scaler is not None and saved.get("scaler"):
+            state.accelerator.scaler.load_state_dict(saved["scaler"])
+        if "rng_cpu" in saved:  # a resume state (not bare epoch files): RNG and the data stream too
+            torch.set_rng_state(saved["rng_cpu"])
+            if torch.cuda.is_available() and saved.get("rng_cuda") is not None:
+                torch.cuda.set_rng_state(saved["rng_cuda"])
+            state.loader.load_state_dict(saved["loader"])
+        state.epoch, state.step_in_epoch, state.skipped = saved["epoch"], saved["step_in_epoch"], saved["skipped"]
+        log.info("continuing from %s: epoch %d, step %d", source, state.epoch, state.step_in_epoch)
+    if state.main:
         cfg.save(logdir)
-    if resume is None and cfg.continue_failed_training and start_epoch > 0:
-        e = start_epoch - 1
-        optimizer.load_state_dict(torch.load(logdir / f"optimizer_{e:04d}.pth", weights_only=True))
-        scheduler.load_state_dict(torch.load(logdir / f"scheduler_{e:04d}.pth", weights_only=True))
-        scaler_state = torch.load(logdir / f"scaler_{e:04d}.pth", weights_only=True)
-        if accelerator.scaler is not None and scaler_state:
-            accelerator.scaler.load_state_dict(scaler_state)
-        skipped = int((logdir / f"gradient_steps_skipped_{e:04d}.txt").read_text())
 
-    logger = _Logger(cfg, main)
-    viz_dir = Path(cfg.viz_dir)
-    phase = "posttrain" if planning else "pretrain"
-    weights = _loss_weights(cfg)
-    core = accelerator.unwrap_model(model, keep_torch_compile=False)
-    n_params = sum(p.numel() for p in core.parameters() if p.requires_grad)
-    epoch_times, stall_total, step_total = [], 0.0, 0.0
-    global_step = start_epoch * steps_per_epoch + step_in_epoch
-    last_losses: dict[str, float] = {}
 
-    def states() -> dict:
-        return {"model": accelerator.unwrap_model(model, keep_torch_compile=False).state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else {}}
-
-    last_resume = [time.monotonic()]
-
-    def save_resume(epoch: int, step: int, weights_from_epoch: int | None = None) -> None:
-        """Mid-epoch: everything; at an epoch end (``weights_from_epoch``): no weights, a pointer to its files."""
-        if main:
-            heavy = states() if weights_from_epoch is None else {"weights_from_epoch": weights_from_epoch}
-            save_resume_state(logdir, {**heavy, "epoch": epoch, "step_in_epoch": step, "skipped": skipped,
-                                       "loader": loader.state_dict(), "rng_cpu": torch.get_rng_state(),
+# ---- resume states -----------------------------------------------------------------------------------------------
+def save_resume(state: TrainState, epoch: int, step: int, weights_from_epoch: int | None = None) -> None:
+    """``<logdir>/resume``: mid-epoch everything; at an epoch end (``weights_from_epoch``) no weights, a pointer
+    to that epoch's files. Every rank waits for it."""
+    state.nonfinite.check()
+    if state.main:
+        heavy = state.states() if weights_from_epoch is None else {"weights_from_epoch": weights_from_epoch}
+        save_resume_state(state.logdir, {**heavy, "epoch": epoch, "step_in_epoch": step, "skipped": state.skipped,
+                                       "loader": state.loader.state_dict(), "rng_cpu": torch.get_rng_state(),
                                        "rng_cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None})
-        last_resume[0] = time.monotonic()
-        accelerator.wait_for_everyone()
+    state.last_resume = time.monotonic()
+    state.accelerator.wait_for_everyone()
 
-    def resume_due(step: int) -> bool:
-        """Every ``resume_every_steps`` steps, or when ``resume_every_minutes`` have passed (rank 0's clock)."""
-        if cfg.resume_every_steps and step % cfg.resume_every_steps == 0:
-            return True
-        if not cfg.resume_every_minutes:
-            return False
-        due = torch.tensor(float(time.monotonic() - last_resume[0] >= 60 * cfg.resume_every_minutes))
-        if world > 1:  # every rank must take the same decision (a barrier follows)
-            due = accelerator.reduce(due.to(accelerator.device), reduction="sum").cpu()
-        return bool(due > 0)
 
-    for epoch in range(start_epoch, cfg.epochs):
-        loader.set_epoch(epoch)
-        steps = steps_in(epoch)
-        model.train()
-        t_epoch = time.perf_counter()
-        bar = tqdm(total=steps, initial=step_in_epoch, desc=f"{phase} epoch {epoch}", disable=not main,
-                   dynamic_ncols=True, leave=False)
-        window_stall = window_time = 0.0
-        window_samples = 0
-        it = iter(loader)
-        viz_done = False
-        while step_in_epoch < steps:
-            t0 = time.perf_counter()
-            try:
-                batch = next(it)
-            except StopIteration:
-                break
-            t_data = time.perf_counter()
-            batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
-            log_now = main and (global_step + 1) % cfg.log_scalars_frequency == 0
-            metrics: dict | None = {} if log_now else None
-            with accelerator.autocast():
-                loss, losses, scaled, pred = _compute_losses(cfg, model, core, batch, weights, metrics)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {step_in_epoch}: "
-                                         f"{ {k: float(v) for k, v in losses.items()} }")
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            optimizer.step()
-            if accelerator.optimizer_step_was_skipped:
-                skipped += 1
-            scheduler.step(epoch * steps_per_epoch + step_in_epoch)
-            step_in_epoch += 1
-            global_step += 1
-            t_end = time.perf_counter()
-            window_stall += t_data - t0
-            window_time += t_end - t0
-            window_samples += per_rank * world
-            stall_total += t_data - t0
-            step_total += t_end - t0
-            last_losses = {k: float(v.detach()) for k, v in losses.items()} | {"total": float(loss.detach())}
-            bar.update(1)
-            bar.set_postfix(loss=f"{last_losses['total']:.3f}", refresh=False)
-            if log_now:  # the reference's tags (unscaled_loss/*, scaled_loss/*, metric/*, debug/*) plus ours
-                values = {f"unscaled_loss/{k}": float(v.detach()) for k, v in losses.items()}
-                values.update({f"scaled_loss/{k}": float(v.detach()) for k, v in scaled.items()})
-                values["scaled_loss/total"] = last_losses["total"]
-                values.update(metrics or {})
-                values.update({"debug/epoch": epoch, "debug/lr_0": scheduler.get_last_lr()[0],
-                               "debug/batch_size_per_gpu": per_rank, "debug/num_gpu": torch.cuda.device_count(),
-                               "debug/model_size": n_params, "debug/gradient_steps_skipped": skipped,
-                               "debug/num_gradient_steps": steps_per_epoch * cfg.epochs,
-                               "debug/steps_left": steps_per_epoch * cfg.epochs - global_step,
-                               "debug/average_loading_time": window_stall / max(window_samples, 1)})
-                if accelerator.scaler is not None:
-                    values["debug/grad_scale"] = accelerator.scaler.get_scale()
-                values["throughput/samples_per_s"] = window_samples / max(window_time, 1e-9)
-                values["throughput/data_stall_pct"] = 100.0 * window_stall / max(window_time, 1e-9)
-                if torch.cuda.is_available():
-                    values["debug/max_gpu_mem"] = torch.cuda.max_memory_allocated() / 1024**3
-                import resource
+def resume_due(state: TrainState) -> bool:
+    """Every ``resume_every_steps`` steps, or when ``resume_every_minutes`` have passed (rank 0's clock)."""
+    cfg = state.cfg
+    if cfg.resume_every_steps and state.step_in_epoch % cfg.resume_every_steps == 0:
+        return True
+    if not cfg.resume_every_minutes:
+        return False
+    due = torch.tensor(float(time.monotonic() - state.last_resume >= 60 * cfg.resume_every_minutes))
+    if state.accelerator.num_processes > 1:  # every rank must take the same decision (a barrier follows)
+        due = state.accelerator.reduce(due.to(state.accelerator.device), reduction="sum").cpu()
+    return bool(due > 0)
 
-                values["memory/host_max_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-                logger.scalars(values, global_step)
-                window_stall = window_time = 0.0
-                window_samples = 0
-            if main and cfg.visualize_training and (global_step % cfg.log_images_frequency == 0 or not viz_done):
-                image = render_sample(batch, pred, epoch=epoch, step=global_step, losses=last_losses, phase=phase)
-                save_png(image, viz_dir / f"{phase}_e{epoch:04d}_s{global_step:07d}.png")
-                logger.image(f"{phase}/sample", image, global_step)
-                viz_done = True
-            if step_in_epoch < steps and resume_due(step_in_epoch):
-                save_resume(epoch, step_in_epoch)
-        bar.close()
-        if main:
-            save_epoch_checkpoint(logdir, epoch, states(), skipped)
-        epoch_times.append(time.perf_counter() - t_epoch)
-        step_in_epoch = 0
-        loader.set_epoch(epoch + 1)
-        save_resume(epoch + 1, 0, weights_from_epoch=epoch)  # before pruning: it points at this epoch's files
-        if main:
-            prune_epoch_files(logdir, epoch, list(cfg.epoch_checkpoints_keep))
-        if main:
-            log.info("%s epoch %d: %.1fs, loss %.4f, data stall %.1f%%", phase, epoch, epoch_times[-1],
-                     last_losses.get("total", math.nan), 100 * stall_total / max(step_total, 1e-9))
-    logger.close()
-    _write_rank_summary(logdir, rank, accelerator.unwrap_model(model, keep_torch_compile=False), global_step,
-                        epoch_times, 100 * stall_total / max(step_total, 1e-9))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return RunResult(logdir, cfg.epochs - start_epoch, global_step, epoch_times,
-                     100 * stall_total / max(step_total, 1e-9), last_losses)
+
+# ---- training ----------------------------------------------------------------------------------------------------
+def train_step(state: TrainState, batch: dict[str, Tensor], metrics: dict | None) -> StepOutput:
+    """Forward, weighted losses, backward, optimizer and scheduler step; no host sync (``metrics``: a dict to
+    fill on logged steps)."""
+    spec, cfg = state.spec, state.cfg
+    with state.accelerator.autocast():
+        data = spec.prepare(cfg, batch)
+        pred = spec.forward(cfg, state.model, data)
+        losses = spec.losses(state.core, pred, data, metrics)
+        scaled = {k: state.weights[k] * v.float() for k, v in losses.items()}
+        total = sum(scaled.values())
+    state.nonfinite.update(state.epoch, state.step_in_epoch, total, losses)
+    state.optimizer.zero_grad(set_to_none=True)
+    state.accelerator.backward(total)
+    state.optimizer.step()
+    if state.accelerator.optimizer_step_was_skipped:
+        state.skipped += 1
+    state.scheduler.step(state.epoch * state.steps_per_epoch + state.step_in_epoch)
+    state.step_in_epoch += 1
+    state.global_step += 1
+    return StepOutput(pred, losses, scaled, total, metrics)
+
+
+def log_step(state: TrainState, step: StepOutput, bar: tqdm) -> None:
+    """Every ``log_scalars_frequency`` steps: the non-finite check on every rank; on rank 0 the reference's tags
+    (unscaled_loss/*, scaled_loss/*, metric/*, debug/*) plus throughput and memory, for this step."""
+    state.nonfinite.check()
+    window, state.window = state.window, Window()
+    if not state.main:
+        return
+    cfg, scaler = state.cfg, state.accelerator.scaler
+    losses = step.host_losses()
+    total_steps = state.steps_per_epoch * cfg.epochs
+    values = {f"unscaled_loss/{k}": v for k, v in losses.items() if k != "total"}
+    values |= {f"scaled_loss/{k}": float(v.detach()) for k, v in step.scaled.items()}
+    values["scaled_loss/total"] = losses["total"]
+    values |= step.metrics or {}
+    values |= {"debug/epoch": state.epoch, "debug/lr_0": state.scheduler.get_last_lr()[0],
+               "debug/batch_size_per_gpu": state.per_rank, "debug/num_gpu": torch.cuda.device_count(),
+               "debug/model_size": sum(p.numel() for p in state.core.parameters() if p.requires_grad),
+               "debug/gradient_steps_skipped": state.skipped, "debug/num_gradient_steps": total_steps,
+               "debug/steps_left": total_steps - state.global_step,
+               "debug/average_loading_time": window.stall / max(window.samples, 1)}
+    if scaler is not None:
+        values["debug/grad_scale"] = scaler.get_scale()
+    values["throughput/samples_per_s"] = window.samples / max(window.seconds, 1e-9)
+    values["throughput/data_stall_pct"] = 100.0 * window.stall / max(window.seconds, 1e-9)
+    if torch.cuda.is_available():
+        values["debug/max_gpu_mem"] = torch.cuda.max_memory_allocated() / 1024**3
+    values["memory/host_max_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    state.logger.log(values, state.global_step)
+    bar.set_postfix(loss=f"{losses['total']:.3f}", refresh=False)
+
+
+def draw_step(state: TrainState, batch: dict[str, Tensor], step: StepOutput) -> None:
+    """The training picture of sample 0 (`leadtrain.viz`), to ``viz_dir`` and TensorBoard/W&B."""
+    image = render_sample(batch, state.spec.viz(step.pred), epoch=state.epoch, step=state.global_step,
+                          losses=step.host_losses(), phase=state.phase)
+    save_png(image, Path(state.cfg.viz_dir) / f"{state.phase}_e{state.epoch:04d}_s{state.global_step:07d}.png")
+    state.logger.image(f"{state.phase}/sample", image, state.global_step)
+
+
+def train_epoch(state: TrainState) -> None:
+    """Epoch ``state.epoch`` from ``state.step_in_epoch`` (non-zero after a mid-epoch resume), then `end_epoch`."""
+    cfg, epoch = state.cfg, state.epoch
+    state.loader.set_epoch(epoch)
+    steps = state.steps_in(epoch)
+    state.model.train()
+    t_epoch = time.perf_counter()
+    bar = tqdm(total=steps, initial=state.step_in_epoch, desc=f"{state.phase} epoch {epoch}", disable=not state.main,
+               dynamic_ncols=True, leave=False)
+    batches, step, drawn = iter(state.loader), None, False
+    while state.step_in_epoch < steps:
+        t0 = time.perf_counter()
+        batch = next(batches, None)
+        if batch is None:
+            break
+        t_data = time.perf_counter()
+        batch = {k: v.to(state.accelerator.device, non_blocking=True) for k, v in batch.items()}
+        log_due = (state.global_step + 1) % cfg.log_scalars_frequency == 0
+        step = train_step(state, batch, {} if log_due and state.main else None)
+        t_end = time.perf_counter()
+        state.window.stall += t_data - t0
+        state.window.seconds += t_end - t0
+        state.window.samples += state.per_rank * state.accelerator.num_processes
+        state.stall_s += t_data - t0
+        state.step_s += t_end - t0
+        bar.update(1)
+        if log_due:
+            log_step(state, step, bar)
+        if state.main and cfg.visualize_training and (state.global_step % cfg.log_images_frequency == 0 or not drawn):
+            draw_step(state, batch, step)
+            drawn = True
+        if state.step_in_epoch < steps and resume_due(state):
+            save_resume(state, epoch, state.step_in_epoch)
+    bar.close()
+    end_epoch(state, t_epoch, step)
+
+
+def end_epoch(state: TrainState, t_epoch: float, step: StepOutput | None) -> None:
+    """The epoch's files (LEAD's layout), the epoch-end resume state, pruning, one log line; next epoch."""
+    epoch = state.epoch
+    state.nonfinite.check()
+    if state.main:
+        save_epoch_checkpoint(state.logdir, epoch, state.states(), state.skipped)
+    state.epoch_times.append(time.perf_counter() - t_epoch)
+    if step is not None:
+        state.last_losses = step.host_losses()
+    state.epoch, state.step_in_epoch = epoch + 1, 0
+    state.loader.set_epoch(epoch + 1)
+    save_resume(state, epoch + 1, 0, weights_from_epoch=epoch)  # before pruning: it points at this epoch's files
+    if state.main:
+        prune_epoch_files(state.logdir, epoch, list(state.cfg.epoch_checkpoints_keep))
+        log.info("%s epoch %d: %.1fs, loss %.4f, data stall %.1f%%", state.phase, epoch, state.epoch_times[-1],
+                 state.last_losses.get("total", math.nan), state.stall_pct)
+
+
+def _write_rank_summary(state: TrainState) -> None:
+    """``run_summary_rank{r}.json``: steps taken and a checksum of the weights, per rank (DDP sanity check)."""
+    h = hashlib.sha256()  # learned parameters only: DDP keeps those equal; BatchNorm statistics are per rank
+    for name, tensor in sorted(state.core.named_parameters()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    rank = state.accelerator.process_index
+    summary = {"rank": rank, "global_steps": state.global_step, "seconds_per_epoch": state.epoch_times,
+               "data_stall_pct": state.stall_pct, "weights_sha256": h.hexdigest()}
+    atomic_write_bytes(state.logdir / f"run_summary_rank{rank}.json", json.dumps(summary, indent=1).encode())
+
+
+def run(cfg: TrainingConfig) -> RunResult:
+    """Train as ``cfg`` says; returns what was done (rank 0's view)."""
+    state = setup(cfg)
+    restore(state)
+    start_epoch = state.epoch
+    state.global_step = state.epoch * state.steps_per_epoch + state.step_in_epoch
+    state.logger = MetricsLogger(cfg, state.main)
+    while state.epoch < cfg.epochs:
+        train_epoch(state)
+    state.logger.close()
+    _write_rank_summary(state)
+    state.accelerator.wait_for_everyone()
+    state.accelerator.end_training()
+    return RunResult(state.logdir, cfg.epochs - start_epoch, state.global_step, state.epoch_times, state.stall_pct,
+                     state.last_losses)

@@ -8,14 +8,15 @@ panel is resized into its box in `PANELS`, so tests can check each one). Panels:
 - ``semantic_target`` | ``semantic_pred`` and ``depth_target`` | ``depth_pred`` (same palette, same 0..50 m
   scale, side by side);
 - ``bev_lidar``: the LiDAR BEV (forward up) with the ego, target boxes, predicted boxes (CenterNet decoded by
-  `leadtrain.tfv6.heads.decode_boxes`, score > 0.3 as the reference's ``bb_confidence_threshold``), target
+  `leadtrain.models.tfv6.heads.decode_boxes`, score > 0.3 as the reference's ``bb_confidence_threshold``), target
   and predicted route and waypoints, target points; ``bev_target`` | ``bev_pred``: the BEV semantics;
   ``legend``: the overlay colours and the BEV classes.
 
-Both models' output dicts are read: the compact model's (``semantic``, ``depth``, ``bev_semantic``,
-``center_*`` logits, ``waypoints``, ``route``) and TFv6's (``pred_*``, ``pred_bounding_box``). A panel whose
-input is absent says so in grey. Class colours come from `leadio.inspect.render`. Drawing is host work on one
-sample (argmax on the device first); cheap next to a training step, done every ``log_images_frequency`` steps.
+Predictions come in the visualiser's names (`PREDICTION_KEYS`); each model's `leadtrain.models.ModelSpec.viz`
+maps its outputs onto them. A panel whose input is absent says so in grey. Class colours come from
+`leadio.inspect.render`, the BEV geometry and depth scale from the `leadio.format.DatasetConfig`, the ego's size
+from `leadio.schema`. Drawing is host work on one sample (argmax on the device first); cheap next to a training
+step, done every ``log_images_frequency`` steps.
 """
 
 from __future__ import annotations
@@ -28,9 +29,16 @@ import numpy as np
 import torch
 
 from leadio.format import DATASET_CONFIGS
-from leadio.inspect.render import _EGO_EXTENT, BEV_CLASSES, CAMERA_CLASSES
+from leadio.inspect.render import BEV_CLASSES, CAMERA_CLASSES
+from leadio.schema import EGO_EXTENT
 
-__all__ = ["BOX_SCORE_THRESHOLD", "COLOURS", "IMAGE_SIZE", "PANELS", "predicted_boxes", "render_sample", "save_png"]
+__all__ = ["BOX_SCORE_THRESHOLD", "COLOURS", "IMAGE_SIZE", "PANELS", "PREDICTION_KEYS", "predicted_boxes",
+           "render_sample", "save_png"]
+
+#: What `render_sample` draws from the predictions of sample i (every key optional): ``semantic`` (B, 10, h, w)
+#: logits, ``depth`` (B, h, w) m, ``bev_semantic`` (B, 13, bh, bw) logits, ``waypoints`` (B, 8, 2) and ``route``
+#: (B, 10, 2) m, ``boxes``: CenterNet maps under the reference's ``pred_bounding_box`` names (`predicted_boxes`).
+PREDICTION_KEYS = ("semantic", "depth", "bev_semantic", "waypoints", "route", "boxes")
 
 BOX_SCORE_THRESHOLD = 0.3  # reference: bb_confidence_threshold
 _P_W, _P_H, _GAP, _TOP = 648, 216, 8, 32  # perspective panel (3:1), gap, header height
@@ -93,27 +101,15 @@ def _depth_rgb(metres: np.ndarray, depth_max: float) -> np.ndarray:
     return cv2.cvtColor(cv2.applyColorMap(u8, cv2.COLORMAP_MAGMA), cv2.COLOR_BGR2RGB)
 
 
-def _unified(pred: dict) -> dict:
-    """Either model's predictions under one set of names (CenterNet maps as TFv6's ``pred_bounding_box``)."""
-    if "pred_bev_semantic" in pred or "pred_semantic" in pred or "pred_bounding_box" in pred:  # TFv6
-        names = {"pred_semantic": "semantic", "pred_depth": "depth", "pred_bev_semantic": "bev_semantic",
-                 "pred_future_waypoints": "waypoints", "pred_route": "route", "pred_bounding_box": "boxes"}
-        return {new: pred[old] for old, new in names.items() if old in pred}
-    out = {k: pred[k] for k in ("semantic", "depth", "bev_semantic", "waypoints", "route") if k in pred}
-    if "center_heatmap" in pred:  # compact model: logits -> the reference's dict of CenterNet maps
-        names = {"center_wh": "wh_pred", "center_offset": "offset_pred", "center_yaw_class": "yaw_class_pred",
-                 "center_yaw_res": "yaw_res_pred", "center_velocity": "velocity_pred"}
-        out["boxes"] = {"center_heatmap_pred": pred["center_heatmap"].detach().float().sigmoid(),
-                        **{new: pred[old] for old, new in names.items() if old in pred}}
-    return out
-
-
-def predicted_boxes(centernet: dict[str, torch.Tensor], i: int = 0, bev_width_px: int = 384,
+def predicted_boxes(centernet: dict[str, torch.Tensor], i: int = 0, bev_width_px: int | None = None,
                     threshold: float = BOX_SCORE_THRESHOLD) -> np.ndarray:
     """Sample ``i``'s CenterNet maps (TFv6's ``pred_bounding_box`` names) -> (n, 9) box rows with score >
     ``threshold``, in the target rows' units: [x_px, y_px, ex_px, ey_px, yaw, velocity, brake, class, score] on the
-    ``bev_width_px``-wide BEV raster."""
-    from leadtrain.tfv6.heads import decode_boxes
+    ``bev_width_px``-wide BEV raster (default: LEAD's, `leadio.format.DatasetConfig.bev_width`)."""
+    from leadtrain.models.tfv6.heads import decode_boxes
+
+    if bev_width_px is None:
+        bev_width_px = DATASET_CONFIGS["carla_leaderboard2"].bev_width
 
     one = {k: v[i : i + 1].detach() for k, v in centernet.items()}
     heat = one["center_heatmap_pred"]
@@ -128,8 +124,7 @@ class _Bev:
 
     def __init__(self, config):
         self.c = config
-        self.rows_y = round((config.lidar_max_y - config.lidar_min_y) * config.pixels_per_meter)  # 320
-        self.cols_x = round((config.lidar_max_x - config.lidar_min_x) * config.pixels_per_meter)  # 384
+        self.rows_y, self.cols_x = config.bev_height, config.bev_width  # 320, 384
 
     def from_raster(self, x_px: np.ndarray, y_px: np.ndarray) -> np.ndarray:
         return np.stack([y_px * (_B_W / self.rows_y), (self.cols_x - x_px) * (_B_H / self.cols_x)], -1)
@@ -175,7 +170,7 @@ def _lidar_panel(batch: dict, p: dict, i: int, bev: _Bev) -> np.ndarray:
     else:
         img = np.zeros((_B_H, _B_W, 3), np.uint8)
     ego = np.array([[-bev.c.lidar_min_x * bev.c.pixels_per_meter, -bev.c.lidar_min_y * bev.c.pixels_per_meter,
-                     _EGO_EXTENT[0] * bev.c.pixels_per_meter, _EGO_EXTENT[1] * bev.c.pixels_per_meter, 0.0]])
+                     EGO_EXTENT[0] * bev.c.pixels_per_meter, EGO_EXTENT[1] * bev.c.pixels_per_meter, 0.0]])
     _draw_boxes(img, bev, ego, COLOURS["ego"])
     has_targets = bool(batch["has_targets"][i] > 0.5) if "has_targets" in batch else True
     for key, name in (("route", "target route"), ("waypoints", "target waypoints")):
@@ -238,12 +233,11 @@ def _legend_panel() -> np.ndarray:
 @torch.no_grad()
 def render_sample(batch: dict, pred: dict, i: int = 0, *, epoch: int | None = None, step: int | None = None,
                   losses: dict[str, float] | None = None, phase: str = "", config=None) -> np.ndarray:
-    """Sample ``i`` of a leadio batch and either model's predictions as uint8 RGB (height, width, 3) of
-    `IMAGE_SIZE`; ``losses`` (with ``total``) are printed, ``config`` (a `leadio.format.DatasetConfig`, default
-    LEAD's) gives the BEV range and the depth scale."""
+    """Sample ``i`` of a leadio batch and its predictions (`PREDICTION_KEYS`: a model's ``SPEC.viz`` of its
+    outputs) as uint8 RGB (height, width, 3) of `IMAGE_SIZE`; ``losses`` (with ``total``) are printed, ``config``
+    (a `leadio.format.DatasetConfig`, default LEAD's) gives the BEV range and the depth scale."""
     config = config or DATASET_CONFIGS["carla_leaderboard2"]
     losses = dict(losses or {})
-    p = _unified(pred)
     canvas = np.full((IMAGE_SIZE[1], IMAGE_SIZE[0], 3), _BG, np.uint8)
     total = losses.get("total")
     head = [phase or "training", f"epoch {epoch}" if epoch is not None else "", f"step {step}" if step is not None
@@ -254,23 +248,24 @@ def render_sample(batch: dict, pred: dict, i: int = 0, *, epoch: int | None = No
          else None, "camera")
     _put(canvas, "info", _info_panel(losses, config.depth_max_m), "losses, legend")
     sem_t = _CAMERA_PALETTE[np.clip(_np(batch["semantic"][i]).astype(int), 0, 9)] if "semantic" in batch else None
-    sem_p = _CAMERA_PALETTE[np.clip(_np(p["semantic"][i].argmax(0)), 0, 9)] if "semantic" in p else None
+    sem_p = _CAMERA_PALETTE[np.clip(_np(pred["semantic"][i].argmax(0)), 0, 9)] if "semantic" in pred else None
     _put(canvas, "semantic_target", sem_t, "semantic target", nearest=True)
     _put(canvas, "semantic_pred", sem_p, "semantic prediction", nearest=True)
     depth_t = (_depth_rgb(_np(batch["depth"][i]).astype(np.float32) / 255 * config.depth_max_m, config.depth_max_m)
                if "depth" in batch else None)
-    depth_p = _depth_rgb(_np(p["depth"][i]).reshape(p["depth"].shape[-2:]), config.depth_max_m) if "depth" in p \
-        else None
+    depth_p = (_depth_rgb(_np(pred["depth"][i]).reshape(pred["depth"].shape[-2:]), config.depth_max_m)
+               if "depth" in pred else None)
     _put(canvas, "depth_target", depth_t, "depth target")
-    span = f" ({float(p['depth'][i].min()):.1f}..{float(p['depth'][i].max()):.1f} m)" if "depth" in p else ""
+    span = (f" ({float(pred['depth'][i].min()):.1f}..{float(pred['depth'][i].max()):.1f} m)" if "depth" in pred
+            else "")
     _put(canvas, "depth_pred", depth_p, "depth prediction" + span)
 
     bev = _Bev(config)
-    _put(canvas, "bev_lidar", _lidar_panel(batch, p, i, bev), "LiDAR, boxes, route")
+    _put(canvas, "bev_lidar", _lidar_panel(batch, pred, i, bev), "LiDAR, boxes, route")
     bev_t = (np.ascontiguousarray(np.rot90(_BEV_PALETTE[np.clip(_np(batch["bev_semantic"][i]).astype(int), 0, 12)]))
              if "bev_semantic" in batch else None)
-    bev_p = (np.ascontiguousarray(np.rot90(_BEV_PALETTE[np.clip(_np(p["bev_semantic"][i].argmax(0)), 0, 12)]))
-             if "bev_semantic" in p else None)
+    bev_p = (np.ascontiguousarray(np.rot90(_BEV_PALETTE[np.clip(_np(pred["bev_semantic"][i].argmax(0)), 0, 12)]))
+             if "bev_semantic" in pred else None)
     _put(canvas, "bev_target", bev_t, "BEV semantic target", nearest=True)
     _put(canvas, "bev_pred", bev_p, "BEV semantic prediction", nearest=True)
     _put(canvas, "legend", _legend_panel(), "legend")
@@ -279,7 +274,7 @@ def render_sample(batch: dict, pred: dict, i: int = 0, *, epoch: int | None = No
 
 def save_png(image: np.ndarray, path: Path) -> None:
     """Write an RGB image as PNG, atomically."""
-    from leadio._io import atomic_write_bytes
+    from leadio.files import atomic_write_bytes
 
     ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:

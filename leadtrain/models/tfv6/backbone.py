@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leadtrain.tfv6.config import TFv6Config
-from leadtrain.tfv6.encoders import create_encoder
+from leadtrain.models.tfv6.config import TFv6Config
+from leadtrain.models.tfv6.encoders import create_encoder
 
 __all__ = ["GPT", "TransfuserBackbone", "normalize_imagenet"]
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leadtrain.tfv6.config import TFv6Config
+from leadtrain.models.tfv6.config import TFv6Config
 
 __all__ = ["RadarDetector", "linear_sum_assignment", "sine_embedding"]
 

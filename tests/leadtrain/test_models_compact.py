@@ -1,5 +1,6 @@
-"""leadtrain.model and leadtrain.losses: output shapes, CenterNet targets against a loop port of TransFuser's,
-planning-loss masking, pretrain -> posttrain loading, a short overfit run, preset sizes. CPU only, seeded."""
+"""leadtrain.models.compact and its losses: output shapes, CenterNet targets against a loop port of TransFuser's,
+planning-loss masking, loss weighting, pretrain -> posttrain loading, a short overfit run, preset sizes. CPU only
+(one torch thread), seeded."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from leadtrain_batches import fake_batch
 
-from leadtrain.losses import (
+from leadtrain.models.compact import CompactConfig, CompactModel
+from leadtrain.models.compact_losses import (
     DEFAULT_LOSS_WEIGHTS,
     centernet_targets,
     perception_losses,
@@ -17,81 +20,17 @@ from leadtrain.losses import (
     total_loss,
     waypoint_l1,
 )
-from leadtrain.model import ModelConfig, TransFuser
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest
 
 PLANNING_KEYS = ("waypoints", "waypoint_yaws", "route", "previous_target_point", "target_point",
                  "next_target_point", "command", "next_command", "target_speed", "target_speed_twohot", "speed",
                  "brake", "has_targets")  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread. On a shared 2-core runner (xdist workers, other jobs), 2 OpenMP threads stall at
-    every barrier for whole scheduler slices and steps get 10-50x slower; one thread keeps this file fast."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def fake_batch(batch_size: int, planning: bool = True, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A leadio-shaped batch (dtypes and shapes of `leadio.decode.fields`) with a few valid boxes per sample.
-
-    Contents are loosely realistic: sky/road camera semantics, depth growing towards the horizon, sparse LiDAR
-    counts, a road band in the BEV with the boxes drawn in, straight-ish trajectories at 3-10 m/s.
-    """
-    g = torch.Generator().manual_seed(seed)
-    b = batch_size
-    semantic = torch.zeros(b, 384, 1152, dtype=torch.uint8)
-    semantic[:, 192:] = 2  # road below the horizon
-    noise = torch.rand(b, 384, 1152, generator=g) < 0.1
-    semantic[noise] = torch.randint(0, 10, (int(noise.sum()),), generator=g, dtype=torch.uint8)
-    depth = torch.linspace(255, 20, 96).to(torch.uint8)[None, :, None].expand(b, 96, 288).contiguous()
-    lidar = torch.randint(1, 6, (b, 1, 320, 384), generator=g, dtype=torch.uint8)
-    lidar *= (torch.rand(b, 1, 320, 384, generator=g) < 0.05).to(torch.uint8)
-    bev = torch.zeros(b, 320, 384, dtype=torch.uint8)
-    bev[:, 140:180] = 1  # road
-    bev[:, 159:161] = 2  # lane marking
-
-    boxes, num_boxes = torch.zeros(b, 90, 9), torch.zeros(b)
-    for i in range(b):
-        n = 2 + i % 3
-        for k in range(n):
-            x, y = 140.0 + 37.3 * k + 5.1 * i, 150.0 + (-1) ** k * 6.2 * (k + 1)
-            boxes[i, k] = torch.tensor([x, y, 9.2, 4.0, 0.3 * k - 0.2 * i, 4.0 + k, float(k == 1), k % 8, -1.0])
-            bev[i, int(y) - 4 : int(y) + 4, int(x) - 9 : int(x) + 9] = 4  # vehicle
-        num_boxes[i] = n
-    radar = torch.zeros(b, 300, 5)
-    for s in range(4):
-        radar[:, s * 75 : s * 75 + 20, :4] = torch.randn(b, 20, 4, generator=g) * torch.tensor([20.0, 20.0, 1.0, 5.0])
-        radar[:, s * 75 : (s + 1) * 75, 4] = s
-    batch = {
-        "rgb": torch.randint(0, 256, (b, 3, 384, 1152), generator=g, dtype=torch.uint8),
-        "semantic": semantic, "depth": depth, "lidar": lidar, "bev_semantic": bev, "radar": radar.half(),
-        "boxes": boxes, "num_boxes": num_boxes,
-        "row": torch.arange(b, dtype=torch.int64), "view": torch.zeros(b, dtype=torch.uint8),
-    }  # fmt: skip
-    if planning:
-        speed = 3.0 + 7.0 * torch.rand(b, generator=g)
-        curve = 0.02 * torch.randn(b, 1, generator=g)
-        t = torch.arange(1, 9, dtype=torch.float32)[None] * 0.25 * speed[:, None]  # (B, 8) m along the path
-        route_s = 2.5 + torch.arange(10, dtype=torch.float32)[None].expand(b, -1)
-        batch.update({
-            "waypoints": torch.stack([t, curve * t**2], -1), "waypoint_yaws": 2 * curve * t,
-            "route": torch.stack([route_s, curve * route_s**2], -1),
-            "previous_target_point": torch.zeros(b, 2),
-            "target_point": torch.stack([torch.full_like(speed, 20.0), 400 * curve[:, 0]], 1),
-            "next_target_point": torch.stack([torch.full_like(speed, 45.0), 2025 * curve[:, 0]], 1),
-            "command": torch.eye(6)[[3] * b], "next_command": torch.eye(6)[[i % 6 for i in range(b)]],
-            "target_speed": speed + 1, "target_speed_twohot": torch.eye(8)[[1 + i % 3 for i in range(b)]],
-            "speed": speed, "brake": torch.zeros(b), "has_targets": torch.ones(b),
-        })  # fmt: skip
-    return batch
-
-
-def _tiny(planner: bool = True, seed: int = 0) -> TransFuser:
+def _tiny(planner: bool = True, seed: int = 0) -> CompactModel:
     torch.manual_seed(seed)
-    return TransFuser(ModelConfig.preset("tiny", use_planner=planner))
+    return CompactModel(CompactConfig.preset("tiny", use_planner=planner))
 
 
 def test_output_shapes_tiny():
@@ -123,7 +62,7 @@ def test_planning_without_planner_and_bad_input_raise():
     with pytest.raises(ValueError, match="lidar"):
         model({"rgb": fake_batch(1)["rgb"]})
     with pytest.raises(ValueError, match="unknown model preset"):
-        ModelConfig.preset("huge")
+        CompactConfig.preset("huge")
 
 
 def _cornernet_radius(height: float, width: float, min_overlap: float = 0.1) -> float:
@@ -268,7 +207,7 @@ def test_total_loss_normalises_weights():
     expected = (2.0 + 1e-5 * 10.0 + 4.0) / (2 + 1e-5)
     assert total_loss(losses).item() == pytest.approx(expected, rel=1e-6)
     assert total_loss(losses, {"waypoints": 0.0, "depth": 0.0}).item() == pytest.approx(2.0)
-    with pytest.raises(ValueError, match="unknown losses"):
+    with pytest.raises(ValueError, match=r"unknown compact losses \['semantics'\]"):
         total_loss(losses, {"semantics": 1.0})
 
 
@@ -306,7 +245,7 @@ def test_tiny_overfits_fixed_batch():
 
 
 def test_reference_preset_size():
-    sizes = {name: TransFuser(ModelConfig.preset(name, use_planner=True)).num_parameters()
+    sizes = {name: CompactModel(CompactConfig.preset(name, use_planner=True)).num_parameters()
              for name in ("tiny", "small", "reference")}  # fmt: skip
     print(f"parameters: {sizes}")
     assert 1e6 < sizes["tiny"] < 3e6

@@ -1,4 +1,4 @@
-"""leadtrain.tfv6 on CPU with random weights: the reference's parameter counts and state_dict listing, forward
+"""leadtrain.models.tfv6 on CPU with random weights: the reference's parameter counts and state_dict listing, forward
 shapes on a LEAD-format batch (leadio.lead.to_lead_batch), one optimizer step per phase, strict reload, loss
 weights, radar matching, local ImageNet weights."""
 
@@ -10,58 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from leadtrain_batches import SMALL, leadio_batch
 
 from leadio.lead import to_lead_batch
-from leadtrain.tfv6 import TFv6, TFv6Config, loss_weights
-from leadtrain.tfv6.encoders import create_encoder, load_pretrained, timm_or_none
-from leadtrain.tfv6.radar import linear_sum_assignment
+from leadtrain.models.tfv6 import TFv6, TFv6Config, loss_weights
+from leadtrain.models.tfv6.encoders import create_encoder, load_pretrained, timm_or_none
+from leadtrain.models.tfv6.radar import linear_sum_assignment
 
-LISTING = Path(__file__).parent / "data" / "tfv6_state_dict.txt"
+LISTING = Path(__file__).parents[1] / "data" / "tfv6_state_dict.txt"
 #: parameters per top-level module of the reference's default TFv6 (kesai-labs/lead 4489176, measured there)
 REFERENCE_COUNTS = {"backbone": 52_280_640, "semantic_decoder": 703_594, "depth_decoder": 700_993,
                     "bev_semantic_decoder": 37_760, "center_net_decoder": 223_258, "radar_detector": 5_179_396,
                     "planning_decoder": 1_845_452}
-#: a small camera (64 x 192, 2 x 6 anchors) for training steps on CPU; the BEV stays LEAD's 320 x 384
-SMALL = TFv6Config(final_image_height=64, final_image_width=192)
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest
-
-
-def leadio_batch(b: int, image: tuple[int, int] = (384, 1152), seed: int = 0) -> dict[str, torch.Tensor]:
-    """A compact leadio batch (`leadio.decode.fields` names and dtypes) with boxes, radar and planning targets."""
-    g = torch.Generator().manual_seed(seed)
-    h, w = image
-    boxes = torch.zeros(b, 90, 9)
-    for i in range(b):
-        for k in range(2 + i):
-            boxes[i, k] = torch.tensor([150.0 + 40 * k, 160.0 - 20 * k + 7 * i, 9.0, 4.0, 0.4 * k, 3.0 + k, 0.0,
-                                        k % 8, 2.0])
-    radar = torch.zeros(b, 300, 5)
-    for s in range(4):
-        radar[:, s * 75 : s * 75 + 10, :4] = torch.randn(b, 10, 4, generator=g) * torch.tensor([15.0, 15.0, 1.0, 4.0])
-        radar[:, s * 75 : (s + 1) * 75, 4] = s
-    t = torch.arange(1, 9, dtype=torch.float32)[None, :, None]
-    return {
-        "row": torch.arange(b), "view": torch.zeros(b, dtype=torch.uint8),
-        "rgb": torch.randint(0, 256, (b, 3, h, w), generator=g, dtype=torch.uint8),
-        "semantic": torch.randint(0, 10, (b, h, w), generator=g, dtype=torch.uint8),
-        "depth": torch.randint(0, 256, (b, h // 4, w // 4), generator=g, dtype=torch.uint8),
-        "lidar": (torch.rand(b, 1, 320, 384, generator=g) < 0.05).to(torch.uint8) * 3,
-        "bev_semantic": torch.randint(0, 13, (b, 320, 384), generator=g, dtype=torch.uint8),
-        "radar": radar.half(), "boxes": boxes, "num_boxes": torch.tensor([2.0 + i for i in range(b)]),
-        "target_point": torch.tensor([[20.0, 1.0]]).repeat(b, 1),
-        "next_target_point": torch.tensor([[60.0, 5.0]]).repeat(b, 1),
-        "previous_target_point": torch.tensor([[-4.0, 0.0]]).repeat(b, 1),
-        "command": torch.nn.functional.one_hot(torch.full((b,), 3), 6).float(),
-        "next_command": torch.nn.functional.one_hot(torch.full((b,), 4), 6).float(),
-        "speed": torch.linspace(3, 8, b), "target_speed": torch.linspace(4, 12, b), "brake": torch.zeros(b),
-        "scenario_type_id": torch.zeros(b, dtype=torch.int64), "perturbation_translation": torch.zeros(b),
-        "perturbation_rotation": torch.zeros(b), "has_targets": torch.ones(b),
-        "waypoints": torch.cat([t * 1.5, t * 0.05], -1).expand(b, -1, -1).contiguous(),
-        "waypoint_yaws": torch.zeros(b, 8),
-        "route": torch.stack([2.5 + torch.arange(10.0), torch.zeros(10)], -1).expand(b, -1, -1).contiguous(),
-    }  # fmt: skip
 
 
 def test_parameter_counts_per_module_equal_the_reference():

@@ -1,5 +1,6 @@
-"""leadtrain.viz: the training image's size and panels for both models (random weights, CPU, small camera), and
-boxes drawn where a hand-made CenterNet output peaks (asserted on pixels)."""
+"""leadtrain.viz: the training image's size and panels for both models' predictions (through each model's
+``SPEC.viz`` hook; random weights, CPU, small camera), and boxes drawn where a hand-made CenterNet output peaks
+(asserted on pixels)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from test_tfv6 import SMALL, leadio_batch
+from leadtrain_batches import SMALL, leadio_batch
 
 from leadio.lead import to_lead_batch
-from leadtrain.model import ModelConfig, TransFuser
-from leadtrain.tfv6 import TFv6
+from leadtrain.models import MODELS
+from leadtrain.models.compact import CompactConfig, CompactModel
+from leadtrain.models.tfv6 import TFv6
 from leadtrain.viz import COLOURS, IMAGE_SIZE, PANELS, predicted_boxes, render_sample, save_png
 
 CAMERA = (64, 192)
@@ -38,7 +40,7 @@ def _mask(panel: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
 
 def _compact_outputs(b: dict) -> dict:
     torch.manual_seed(0)
-    model = TransFuser(ModelConfig.preset("tiny", use_planner=True)).eval()
+    model = CompactModel(CompactConfig.preset("tiny", use_planner=True)).eval()
     with torch.no_grad():
         return model(b, planning=True)
 
@@ -68,7 +70,7 @@ def test_image_size_every_panel_drawn_and_predictions_shown(which, tmp_path):
 
     b = leadio_batch(2, CAMERA)
     pred = _compact_outputs(b) if which == "compact" else _tfv6_outputs(b)
-    image = render_sample(b, pred, 1, epoch=3, step=1234, losses=LOSSES, phase="posttrain")
+    image = render_sample(b, MODELS[which].viz(pred), 1, epoch=3, step=1234, losses=LOSSES, phase="posttrain")
     assert image.shape == (IMAGE_SIZE[1], IMAGE_SIZE[0], 3) and image.dtype == np.uint8
 
     save_png(image, tmp_path / "viz.png")
@@ -85,7 +87,7 @@ def test_image_size_every_panel_drawn_and_predictions_shown(which, tmp_path):
             assert len(_colours(content)) >= 5, f"panel {name} is blank"
 
     # the header changes with epoch / step / loss
-    other = render_sample(b, pred, 1, epoch=4, step=1234, losses=LOSSES, phase="posttrain")
+    other = render_sample(b, MODELS[which].viz(pred), 1, epoch=4, step=1234, losses=LOSSES, phase="posttrain")
     assert not np.array_equal(_panel(other, "header"), _panel(image, "header"))
     assert np.array_equal(other[PANELS["camera"][1]:], image[PANELS["camera"][1]:])
 
@@ -147,7 +149,7 @@ def test_predicted_box_is_drawn_where_the_centernet_output_peaks(which):
     b["boxes"] = torch.zeros(1, 90, 9)
     b["boxes"][0, 0] = torch.tensor([200.0, 240.0, 12.0, 6.0, math.pi / 2, 0.0, 0.0, 0.0, 1.0])  # a target box
     b["num_boxes"] = torch.tensor([1.0])
-    image = render_sample(b, pred)
+    image = render_sample(b, MODELS[which].viz(pred))
     panel = _panel(image, "bev_lidar")
 
     # forward up: panel column = y_px, panel row = 384 - x_px (1 px per raster px)
@@ -162,5 +164,5 @@ def test_predicted_box_is_drawn_where_the_centernet_output_peaks(which):
 
     # below the confidence threshold nothing is drawn
     maps["center_heatmap_pred"] = maps["center_heatmap_pred"] * 0.25
-    quiet = {"pred_bounding_box": maps}
+    quiet = MODELS["tfv6"].viz({"pred_bounding_box": maps})
     assert not _mask(_panel(render_sample(b, quiet), "bev_lidar"), COLOURS["predicted box"]).any()

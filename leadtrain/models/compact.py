@@ -1,10 +1,12 @@
-"""TransFuser-style end-to-end driving model: camera and LiDAR-BEV encoders, transformer fusion, perception
-heads and an optional planner. Pure torch, trained from scratch (no downloaded weights).
+"""The compact model (``model=compact``): a small end-to-end driving model for CPU demos and tests, after
+TransFuser's layout: camera and LiDAR-BEV encoders, transformer fusion, perception heads and an optional planner.
+Pure torch, trained from scratch (no downloaded weights). Its losses are `leadtrain.models.compact_losses`;
+``SPEC`` is its row of `leadtrain.models.MODELS`.
 
 Data flow for a batch of B (shapes for the ``reference`` preset; ``tiny`` pools the inputs first)::
 
     rgb uint8 (B,3,384,1152) -> /255, ImageNet norm, area-pool x image_downscale -> image CNN: stem /2, stages /2
-    lidar uint8 (B,C,320,384) -> min(counts, 5) / 5, area-pool x lidar_downscale -> LiDAR CNN (same structure)
+    lidar uint8 (B,C,320,384) -> min(counts, 5) / 5 (`LIDAR_HIST_MAX`), area-pool x lidar_downscale -> LiDAR CNN
     deepest image and LiDAR maps -> avg-pooled to anchor grids -> tokens (+ learned positions, + radar tokens
         when the batch has ``radar``) -> nn.TransformerEncoder -> projected, upsampled and added back to both maps
     camera decoder: every image stage -> 1x1 conv, summed top-down (FPN), resized to (384, 1152) /
@@ -18,10 +20,11 @@ Data flow for a batch of B (shapes for the ``reference`` preset; ``tiny`` pools 
 
 Dense outputs: with ``upsample_dense`` (reference, small) semantic and BEV-semantic logits are bilinearly
 upsampled to the target resolution (384x1152, 320x384), as LEAD; without it (tiny) they stay at the decoder's
-resolution and `leadtrain.losses` compares them with nearest-subsampled targets. Depth is predicted at the
-decoder's resolution (reference: 96x288, exactly the stored depth) and resized to the target in the loss.
+resolution and `leadtrain.models.compact_losses` compares them with nearest-subsampled targets. Depth is
+predicted at the decoder's resolution (reference: 96x288, exactly the stored depth) and resized to the target in
+the loss.
 
-Simplified vs LEAD's TransFuser (kesai-labs/lead):
+Simplified vs LEAD's TransFuser (kesai-labs/lead), whose reference port is ``model=tfv6``:
 
 - backbones: small ResNet-style CNNs trained from scratch, not timm RegNetY/ResNet with ImageNet weights;
 - fusion: one transformer at the deepest scale, not one per encoder scale;
@@ -35,24 +38,30 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ModelConfig", "TransFuser"]
+from leadio.schema import DEPTH_MAX_M, LIDAR_HIST_MAX
+from leadtrain.models.compact_losses import DEFAULT_LOSS_WEIGHTS, perception_losses, planning_losses
+from leadtrain.models.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from leadtrain.config import TrainingConfig
+
+__all__ = ["SPEC", "CompactConfig", "CompactModel"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
-LIDAR_MAX_COUNT = 5  # LEAD's lidar_hist_max_per_pixel: the float BEV is min(counts, 5) / 5
-DEPTH_MAX_M = 50.0  # 8-bit depth spans 0..50 m
 BOX_GRID_STRIDE = 4  # LiDAR pixels per CenterNet cell: 4 px/m -> 1 m cells, 320x384 -> 80x96
 HEATMAP_PRIOR_BIAS = -2.19  # CenterNet: sigmoid(-2.19) ~ 0.1 initial heatmap
 
 
 @dataclass(frozen=True, kw_only=True)
-class ModelConfig:
-    """Sizes of `TransFuser`. Defaults are the ``reference`` preset; see `ModelConfig.preset`.
+class CompactConfig:
+    """Sizes of `CompactModel`. Defaults are the ``reference`` preset; see `CompactConfig.preset`.
 
     Encoder widths are (stem, stage 1, ..., stage n); depths are residual blocks per stage (each stage first
     halves the resolution). Anchors are the (rows, cols) token grids the deepest maps are pooled to for fusion.
@@ -98,10 +107,10 @@ class ModelConfig:
         if min(self.image_downscale, self.lidar_downscale, self.camera_out_stride, self.fusion_layers) < 1:
             problems.append("image_downscale, lidar_downscale, camera_out_stride and fusion_layers must be >= 1")
         if problems:
-            raise ValueError("invalid ModelConfig: " + "; ".join(problems))
+            raise ValueError("invalid CompactConfig: " + "; ".join(problems))
 
     @classmethod
-    def preset(cls, name: str, **overrides) -> ModelConfig:
+    def preset(cls, name: str, **overrides) -> CompactConfig:
         """A named size (``tiny``, ``small``, ``reference``), with field overrides (e.g. ``use_planner=True``).
 
         Raises:
@@ -112,7 +121,7 @@ class ModelConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(overrides) - fields)
         if unknown:
-            raise ValueError(f"unknown ModelConfig field(s) {unknown}; valid fields: {sorted(fields)}")
+            raise ValueError(f"unknown CompactConfig field(s) {unknown}; valid fields: {sorted(fields)}")
         return cls(**{**_PRESETS[name], **overrides})
 
 
@@ -193,7 +202,7 @@ class _DenseDecoder(nn.Module):
 class _Fusion(nn.Module):
     """Transformer fusion of the deepest image and LiDAR maps (and radar points) at anchor resolution."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: CompactConfig) -> None:
         super().__init__()
         d, self.cfg = cfg.fusion_dim, cfg
         self.image_in, self.image_out = nn.Conv2d(cfg.image_widths[-1], d, 1), nn.Conv2d(d, cfg.image_widths[-1], 1)
@@ -243,7 +252,7 @@ class _Fusion(nn.Module):
 class _Planner(nn.Module):
     """Query decoder: waypoint, route and target-speed queries attend over fused tokens plus a status token."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: CompactConfig) -> None:
         super().__init__()
         d, self.cfg = cfg.fusion_dim, cfg
         # status: target point / 20 (2), next target point / 20 (2), speed / 10 (1), command one-hot (6)
@@ -281,16 +290,16 @@ class _Planner(nn.Module):
         }
 
 
-class TransFuser(nn.Module):
-    """TransFuser-style model; see the module docstring for the architecture.
+class CompactModel(nn.Module):
+    """The compact model; see the module docstring for the architecture.
 
     Args:
-        config: sizes; ``ModelConfig.preset("tiny" | "small" | "reference", use_planner=...)``.
+        config: sizes; ``CompactConfig.preset("tiny" | "small" | "reference", use_planner=...)``.
     """
 
-    def __init__(self, config: ModelConfig | None = None) -> None:
+    def __init__(self, config: CompactConfig | None = None) -> None:
         super().__init__()
-        cfg = self.config = config if config is not None else ModelConfig()
+        cfg = self.config = config if config is not None else CompactConfig()
         self.register_buffer("rgb_mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("rgb_std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
         self.image_encoder = _Encoder(3, cfg.image_widths, cfg.image_depths)
@@ -341,16 +350,16 @@ class TransFuser(nn.Module):
         for key, channels in (("rgb", 3), ("lidar", cfg.lidar_channels)):
             if key not in batch or batch[key].ndim != 4 or batch[key].shape[1] != channels:
                 got = tuple(batch[key].shape) if key in batch else "missing"
-                raise ValueError(f"TransFuser needs batch[{key!r}] of shape (B, {channels}, H, W); got {got}")
+                raise ValueError(f"CompactModel needs batch[{key!r}] of shape (B, {channels}, H, W); got {got}")
         if planning and self.planner is None:
             raise ValueError("planning=True but the model has no planner; build it with "
-                             "ModelConfig.preset(..., use_planner=True) (post-training)")
+                             "CompactConfig.preset(..., use_planner=True) (post-training)")
         rgb, lidar = batch["rgb"], batch["lidar"]
         image = rgb.float()
         if cfg.image_downscale > 1:
             image = F.avg_pool2d(image, cfg.image_downscale)
         image = (image - self.rgb_mean) / self.rgb_std
-        bev = lidar.float().clamp(max=LIDAR_MAX_COUNT) / LIDAR_MAX_COUNT
+        bev = lidar.float().clamp(max=LIDAR_HIST_MAX) / LIDAR_HIST_MAX
         if cfg.lidar_downscale > 1:
             bev = F.avg_pool2d(bev, cfg.lidar_downscale)
 
@@ -373,3 +382,41 @@ class TransFuser(nn.Module):
         if planning:
             out.update(self.planner(tokens, batch))
         return out
+
+
+# ---- the row of leadtrain.models.MODELS --------------------------------------------------------------------------
+def _build(cfg: TrainingConfig) -> CompactModel:
+    return CompactModel(CompactConfig.preset(cfg.model_size, use_planner=cfg.use_planning_decoder))
+
+
+def _forward(cfg: TrainingConfig, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    return model(batch, planning=cfg.use_planning_decoder)
+
+
+def _losses(model: nn.Module, pred: dict[str, Tensor], batch: dict[str, Tensor],
+            metrics: dict | None) -> dict[str, Tensor]:
+    return perception_losses(pred, batch) | planning_losses(pred, batch)  # no planning outputs: no planning losses
+
+
+def _loss_table(cfg: TrainingConfig) -> dict[str, float]:
+    """LEAD's weights (`DEFAULT_LOSS_WEIGHTS`) of the losses the phase computes: planning ones only post-training."""
+    planning = {"waypoints", "route", "target_speed"}
+    return {k: w for k, w in DEFAULT_LOSS_WEIGHTS.items() if cfg.use_planning_decoder or k not in planning}
+
+
+#: CenterNet outputs -> `leadtrain.viz`'s names (the reference's ``pred_bounding_box`` keys)
+_VIZ_BOXES = {"center_wh": "wh_pred", "center_offset": "offset_pred", "center_yaw_class": "yaw_class_pred",
+              "center_yaw_res": "yaw_res_pred", "center_velocity": "velocity_pred"}
+
+
+def _viz(pred: dict[str, Tensor]) -> dict:
+    """`CompactModel` outputs -> `leadtrain.viz.render_sample`'s names (heatmap logits -> scores)."""
+    out = {k: pred[k] for k in ("semantic", "depth", "bev_semantic", "waypoints", "route") if k in pred}
+    if "center_heatmap" in pred:
+        out["boxes"] = {"center_heatmap_pred": pred["center_heatmap"].detach().float().sigmoid(),
+                        **{new: pred[old] for old, new in _VIZ_BOXES.items() if old in pred}}
+    return out
+
+
+SPEC = ModelSpec(name="compact", build=_build, prepare=lambda cfg, batch: batch, forward=_forward, losses=_losses,
+                 loss_table=_loss_table, loss_names=tuple(DEFAULT_LOSS_WEIGHTS), viz=_viz)

@@ -1,10 +1,11 @@
-"""Training targets built on the device, and the losses of `leadtrain.model.TransFuser` (docs/format.md §4.3-4.7, §8).
+"""Training targets built on the device, and the losses of `leadtrain.models.compact.CompactModel` (docs/format.md
+§4.3-4.7, §8).
 
 leadio stores only what is expensive to make: box rows, class-id maps, 8-bit depth, planning targets. Dense
 CenterNet targets are drawn on the boxes' device by `leadio.lead.centernet_targets` (the one implementation,
 LEAD's values; `centernet_targets` here ignores the zero padding that LEAD also draws).
 
-Losses (every key only when the batch has its target; names = the prediction keys of `TransFuser`):
+Losses (every key only when the batch has its target; names = the prediction keys of `CompactModel`):
 
 - ``semantic``, ``bev_semantic``: cross-entropy. A prediction coarser than its target (tiny preset) is compared
   with the target subsampled at each cell's centre pixel (nearest).
@@ -16,8 +17,9 @@ Losses (every key only when the batch has its target; names = the prediction key
 - ``waypoints``, ``route``: L1 (m); ``target_speed``: soft cross-entropy against the two-hot. Samples with
   ``has_targets`` = 0 (NaN-filled) are masked out without reading their values, and without a host sync.
 
-`total_loss` weights and normalises (LEAD: weights sum to 1, depth 1e-5, all others 1). Simplified vs LEAD:
-one avg_factor per batch (not per sample), brake CE on round(brake).
+`total_loss` weights and normalises (LEAD: weights sum to 1, depth 1e-5, all others 1) with the training loop's
+one normalisation (`leadtrain.models.spec.normalise_loss_weights`). Simplified vs LEAD: one avg_factor per batch
+(not per sample), brake CE on round(brake).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from leadio.lead import centernet_targets as lead_centernet_targets
+from leadio.schema import DEPTH_MAX_M
+from leadtrain.models.spec import normalise_loss_weights
 
 __all__ = ["DEFAULT_LOSS_WEIGHTS", "centernet_targets", "perception_losses", "planning_losses", "total_loss",
            "waypoint_l1"]  # fmt: skip
@@ -37,7 +41,6 @@ DEFAULT_LOSS_WEIGHTS: dict[str, float] = {
     "center_offset": 1.0, "center_yaw_class": 1.0, "center_yaw_res": 1.0, "center_velocity": 1.0,
     "center_brake": 1.0, "waypoints": 1.0, "route": 1.0, "target_speed": 1.0,
 }  # fmt: skip
-DEPTH_MAX_M = 50.0
 
 
 def centernet_targets(
@@ -109,7 +112,7 @@ def perception_losses(pred: dict[str, Tensor], batch: dict[str, Tensor]) -> dict
     """Perception losses for the targets the batch has (see the module docstring).
 
     Args:
-        pred: `TransFuser` outputs.
+        pred: `CompactModel` outputs.
         batch: leadio's batch; uses ``semantic`` (B, 384, 1152), ``depth`` (B, 96, 288) uint8, ``bev_semantic``
             (B, 320, 384), ``boxes`` (B, 90, 9) with ``num_boxes`` (B,), whichever are present.
 
@@ -159,7 +162,7 @@ def planning_losses(pred: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[s
     """Planning losses over the samples with ``has_targets`` = 1.
 
     Args:
-        pred: `TransFuser` outputs with ``planning=True``: ``waypoints`` (B, 8, 2), ``route`` (B, 10, 2) m,
+        pred: `CompactModel` outputs with ``planning=True``: ``waypoints`` (B, 8, 2), ``route`` (B, 10, 2) m,
             ``target_speed_logits`` (B, 8).
         batch: ``waypoints``, ``route``, ``target_speed_twohot`` (B, 8), ``has_targets`` (B,), whichever present.
 
@@ -180,7 +183,7 @@ def planning_losses(pred: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[s
 
 
 def total_loss(losses: dict[str, Tensor], weights: dict[str, float] | None = None) -> Tensor:
-    """Weighted mean of the losses, weights normalised to sum to 1 over the losses present.
+    """Weighted sum of the losses, weights normalised to sum to 1 over the losses present.
 
     Args:
         losses: name -> 0-d tensor.
@@ -191,14 +194,9 @@ def total_loss(losses: dict[str, Tensor], weights: dict[str, float] | None = Non
     """
     if not losses:
         raise ValueError("total_loss got no losses; does the batch hold any target the model predicts?")
-    unknown = sorted(set(weights or {}) - set(DEFAULT_LOSS_WEIGHTS) - set(losses))
-    if unknown:
-        raise ValueError(f"loss weights for unknown losses {unknown}; known: {sorted(DEFAULT_LOSS_WEIGHTS)}")
-    merged = {**DEFAULT_LOSS_WEIGHTS, **(weights or {})}
-    norm = sum(float(merged.get(k, 1.0)) for k in losses)
-    if norm <= 0:
-        raise ValueError(f"loss weights of the present losses {sorted(losses)} sum to {norm}; need > 0")
-    return sum(float(merged.get(k, 1.0)) * v.float() for k, v in losses.items()) / norm
+    table = {name: DEFAULT_LOSS_WEIGHTS.get(name, 1.0) for name in losses}
+    normalised = normalise_loss_weights(table, weights, model="compact", known=DEFAULT_LOSS_WEIGHTS)
+    return sum(normalised[k] * v.float() for k, v in losses.items())
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ __all__ = ["DERIVED", "UNSUPPORTED", "TFv6Config"]
 
 @dataclass(frozen=True, kw_only=True)
 class TFv6Config:
-    """Model options of `leadtrain.tfv6.TFv6` (reference names; defaults = the reference's LB2 defaults)."""
+    """Model options of `leadtrain.models.tfv6.TFv6` (reference names; defaults = the reference's LB2 defaults)."""
 
     # encoders (timm names; ImageNet weights only for the image branch, as the reference)
     image_architecture: str = "resnet34"

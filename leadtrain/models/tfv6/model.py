@@ -22,23 +22,22 @@ key                                     shape (default config)      meaning
 ``pred_target_speed_scalar``            (B,)                        expected target speed (m/s)
 ======================================  ==========================  ===============================
 
-`compute_loss` returns the reference's loss names and `loss_weights` its normalised weights (the sum over all
-weights, planning ones included, is 1; planning weights are 0 in pre-training).
+`compute_loss` returns the reference's loss names; their weights, the colour augmentation and the rest of what
+the training loop needs are in `leadtrain.models.tfv6.spec`.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
-from leadtrain.tfv6.backbone import TransfuserBackbone
-from leadtrain.tfv6.config import TFv6Config
-from leadtrain.tfv6.encoders import load_pretrained
-from leadtrain.tfv6.heads import BEVDecoder, CenterNetDecoder, PerspectiveDecoder
-from leadtrain.tfv6.planning import PlanningDecoder
-from leadtrain.tfv6.radar import RadarDetector
+from leadtrain.models.tfv6.backbone import TransfuserBackbone
+from leadtrain.models.tfv6.config import TFv6Config
+from leadtrain.models.tfv6.encoders import load_pretrained
+from leadtrain.models.tfv6.heads import BEVDecoder, CenterNetDecoder, PerspectiveDecoder
+from leadtrain.models.tfv6.planning import PlanningDecoder
+from leadtrain.models.tfv6.radar import RadarDetector
 
-__all__ = ["TFv6", "color_augment", "loss_weights"]
+__all__ = ["TFv6"]
 
 
 class TFv6(nn.Module):
@@ -49,7 +48,7 @@ class TFv6(nn.Module):
         Args:
             cfg: model options (reference names); default: the reference's defaults.
             planning: add the planning decoder (the reference's ``use_planning_decoder``).
-            encoder_backend: ``auto`` | ``timm`` | ``builtin`` (`leadtrain.tfv6.encoders`).
+            encoder_backend: ``auto`` | ``timm`` | ``builtin`` (`leadtrain.models.tfv6.encoders`).
             image_pretrained_weights: ``none``, ``timm-cache`` or a weights file (never downloaded).
         """
         super().__init__()
@@ -120,54 +119,3 @@ class TFv6(nn.Module):
         if self.planning:
             losses.update(self.planning_decoder.loss(pred, data, metrics))
         return losses
-
-
-def loss_weights(cfg: TFv6Config, planning: bool, overrides: dict | None = None) -> dict[str, float]:
-    """The reference's ``detailed_loss_weights`` for CARLA data, normalised to sum to 1 (over all of them)."""
-    w = {"loss_semantic": 1.0 * cfg.use_semantic, "loss_depth": 1e-5 * cfg.use_depth,
-         "loss_bev_semantic": 1.0 * cfg.use_bev_semantic}
-    for k in ("heatmap", "wh", "offset", "yaw_class", "yaw_res", "velocity"):
-        w[f"loss_center_net_{k}"] = 1.0 * cfg.detect_boxes
-    if cfg.training_used_lidar_steps <= 1:
-        w["loss_center_net_velocity"] = 0.0
-    w["radar_loss"] = 1.0 * cfg.radar_detection
-    for k in ("loss_spatio_temporal_waypoints", "loss_target_speed", "loss_spatial_route"):
-        w[k] = 1.0 * planning
-    unknown = sorted(set(overrides or {}) - set(w))
-    if unknown:
-        raise ValueError(f"loss_weights names unknown TFv6 losses {unknown}; known: {sorted(w)}")
-    w.update({k: float(v) for k, v in (overrides or {}).items()})
-    total = sum(w.values())
-    if total <= 0:
-        raise ValueError(f"TFv6 loss weights sum to {total}; need > 0")
-    return {k: v / total for k, v in w.items()}
-
-
-def color_augment(rgb: Tensor, prob: float, generator: torch.Generator | None = None) -> Tensor:
-    """On-device colour augmentation of a (B, 3, H, W) 0..255 float batch; each operation fires with ``prob``.
-
-    Per sample, independently: brightness (x U(0.7, 1.3)), contrast (about the mean, x U(0.7, 1.3)),
-    saturation (towards grey, x U(0.6, 1.4)), additive Gaussian noise (sigma U(0, 8)). A simplified stand-in for
-    the reference's imgaug pipeline (same firing probability, similar strengths); geometry is untouched.
-    """
-    if prob <= 0:
-        return rgb
-    b, dev = rgb.shape[0], rgb.device
-
-    def draw(lo: float, hi: float) -> tuple[Tensor, Tensor]:
-        fire = torch.rand(b, 1, 1, 1, device=dev, generator=generator) < prob
-        return fire, lo + (hi - lo) * torch.rand(b, 1, 1, 1, device=dev, generator=generator)
-
-    x = rgb.float()
-    fire, f = draw(0.7, 1.3)
-    x = torch.where(fire, x * f, x)
-    fire, f = draw(0.7, 1.3)
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = torch.where(fire, (x - mean) * f + mean, x)
-    fire, f = draw(0.6, 1.4)
-    grey = (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    x = torch.where(fire, (x - grey) * f + grey, x)
-    fire, sigma = draw(0.0, 8.0)
-    noise = torch.randn(x.shape, device=dev, generator=generator) * sigma
-    x = torch.where(fire, x + noise, x)
-    return x.clamp(0, 255)

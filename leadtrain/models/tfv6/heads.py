@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leadtrain.tfv6.config import TFv6Config
+from leadtrain.models.tfv6.config import TFv6Config
 
 __all__ = ["BEVDecoder", "CenterNetDecoder", "PerspectiveDecoder", "decode_boxes"]
 

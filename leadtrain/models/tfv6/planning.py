@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leadtrain.tfv6.config import TFv6Config
-from leadtrain.tfv6.radar import sine_embedding, unit_normalize
+from leadtrain.models.tfv6.config import TFv6Config
+from leadtrain.models.tfv6.radar import sine_embedding, unit_normalize
 
 __all__ = ["PlanningDecoder", "decode_two_hot", "encode_two_hot"]
 
