@@ -281,7 +281,7 @@ class _Planner(nn.Module):
         nw, nr = self.cfg.num_waypoints, self.cfg.num_route_points
         # Waypoint steps are predicted in units of the distance covered at the current speed in one waypoint
         # interval (0.25 s, floor 0.5 m/s): "keep going at this speed" is then the same output at any speed,
-        # which generalises across routes far better than metres (measured: tests/test_learning.py).
+        # which generalises across routes far better than metres (measured: tests/leadtrain/test_learning.py).
         unit = (torch.nan_to_num(batch["speed"].float().reshape(b, 1, 1), nan=0.0).clamp(min=0.5) * 0.25)
         return {
             "waypoints": torch.cumsum(self.waypoint_head(q[:, :nw]).float() * unit, dim=1),  # fp32 under autocast

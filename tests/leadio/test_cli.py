@@ -31,7 +31,7 @@ from leadio.format.pickles import ALLOWED_GLOBALS, load_lzma_pickle
 from leadio.shard.build import build_shard_set
 from leadio.shard.shardset import ShardSetError, open_shard_set
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = ["epochs=1", "model_size=tiny", "batch_size=4", "num_workers=0", "max_steps_per_epoch=2",
         "log_scalars_frequency=1", "log_images_frequency=1000", "backend=cpu"]
 

@@ -25,7 +25,7 @@ from leadio.files import remove_stale_temps, temp_sibling, temp_target
 from leadio.read import ReadError, copy_into, fetch_file, read_range, read_ranges, resolve
 from leadio.session_cache import SessionCache
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _blob(n: int, seed: int) -> bytes:
