@@ -10,7 +10,9 @@ the cache-wide lock by evicting LRU files and creating its temp file already tru
 appear under their final name only by an atomic rename (so a name that exists is complete) and disappear only
 by eviction. Hence the total on disk never exceeds ``max_bytes`` at any instant, with any number of processes,
 and nothing has to be repaired after a crash. Small metadata files (``fetch_small``) live under ``meta/``,
-count in the total and are never evicted.
+count in the total and are never evicted. The folder is checked when the cache is made: one that cannot be
+created or written (a read-only mount, no permission, a file in the way) is refused at once, naming it, rather
+than at the first download.
 
 Concurrency. Locks are `leadio.files.file_lock` (``fcntl.flock``) on lock files: one per entry (one process
 downloads a shard, the others wait and then reuse it) and one for the whole cache (accounting, eviction,
@@ -31,11 +33,14 @@ for room.
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import hashlib
 import logging
 import os
 import posixpath
 import re
+import tempfile
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -44,7 +49,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from leadio.files import LockedError, file_lock, remove_stale_temps, temp_sibling, temp_target, writing
-from leadio.read import ReadError, copy_into, read_local, read_small
+from leadio.read import Deadline, ReadError, copy_into, read_local, read_small
 
 __all__ = ["CacheStats", "SessionCache"]
 
@@ -77,10 +82,16 @@ class SessionCache:
         before_download: called with the temp file's path once its room is reserved, before ``copy`` starts;
             None (default) for nothing. A test seam (it lets a test hold a download at that point); it is not
             sent to other processes: a pickled copy of the cache has None.
+        deadline: the wall-clock budget of each HTTP request of the downloads (the default ``copy`` and
+            `fetch_small`; see `leadio.read.Deadline`); None (default): `leadio.read.DEADLINE`.
+
+    Raises:
+        ValueError: ``max_bytes`` is not positive, or ``directory`` cannot be created or written (read-only,
+            no permission, a file in the way): names the folder and says to pass another ``cache_dir``.
     """
 
     def __init__(self, directory: str | Path, max_bytes: int, *, wait_s: float = 600.0, copy: Copy = copy_into,
-                 before_download: Callable[[Path], object] | None = None) -> None:
+                 before_download: Callable[[Path], object] | None = None, deadline: Deadline | None = None) -> None:
         if max_bytes <= 0:
             raise ValueError(f"session cache {directory}: max_bytes must be > 0, got {max_bytes}")
         self.directory = Path(directory)
@@ -88,8 +99,9 @@ class SessionCache:
         self.wait_s = wait_s
         self.copy = copy
         self.before_download = before_download
+        self.deadline = deadline
         self.stats = CacheStats()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        _check_writable(self.directory)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()  # holds no fds or locks: they live only inside one call
@@ -239,7 +251,10 @@ class SessionCache:
                 log.warning("session cache: %s has the wrong size (expected %d), fetching again", path, size)
                 with self._cache_lock():
                     path.unlink(missing_ok=True)
-            self._store(path, size, location, lambda f: self.copy(location, f, size, checksum))
+            copy = self.copy
+            if copy is copy_into and self.deadline is not None:
+                copy = functools.partial(copy_into, deadline=self.deadline)
+            self._store(path, size, location, lambda f: copy(location, f, size, checksum))
         self.stats.misses += 1
         self.stats.bytes_downloaded += size
         return path
@@ -267,7 +282,7 @@ class SessionCache:
         with self._lock(self._entry_lock(path), f"entry {path}"):
             if self._hit(path, None):
                 return path
-            data = read_small(location, min(self.max_bytes, 256 * 1024**2))
+            data = read_small(location, min(self.max_bytes, 256 * 1024**2), deadline=self.deadline)
             self._store(path, len(data), location, lambda f: f.write(data))
         self.stats.misses += 1
         self.stats.bytes_downloaded += len(data)
@@ -277,3 +292,35 @@ class SessionCache:
         """The folder's current total in bytes (complete files, reservations and metadata)."""
         with self._cache_lock():
             return self._scan()[0]
+
+    def pinned_bytes(self) -> int:
+        """Bytes of metadata in the folder (`fetch_small`'s files, of every set that uses it): never evicted, so
+        a download fits only if ``pinned_bytes() + its size <= max_bytes``."""
+        with self._cache_lock():
+            return self._scan()[1]
+
+
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _check_writable(directory: Path) -> None:
+    """Create ``directory`` and create (and drop) a nameless file in it; a folder the cache cannot use is a
+    `ValueError` naming it and the fix, at once rather than at the first download."""
+    fix = "pass cache_dir=<a writable folder on a local disk> (the session cache copies remote shards there)"
+    where = directory
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):  # O_TMPFILE where possible: nothing is left, even if killed
+            pass
+    except (FileExistsError, NotADirectoryError) as e:
+        blocker = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), directory)
+        raise ValueError(f"session cache folder {directory} cannot be created: {blocker} is a file, not a folder; "
+                         f"{fix}") from e
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return  # writable but full: the download that needs the room says so (`leadio.files.DiskFullError`)
+        if e.errno not in _NOT_WRITABLE:
+            raise
+        if e.filename and Path(e.filename) != directory and not Path(e.filename).is_relative_to(directory):
+            where = Path(e.filename)  # a parent folder it had to create (not the probe's random name)
+        raise ValueError(f"session cache folder {directory} is not writable ({e.strerror}: {where}); {fix}") from e

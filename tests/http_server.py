@@ -7,10 +7,11 @@ import functools
 import http.server
 import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["RangeHandler", "serve_directory"]
+__all__ = ["FaultyConnectionHandler", "RangeHandler", "serve_directory"]
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
@@ -56,15 +57,61 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class FaultyConnectionHandler(RangeHandler):
+    """`RangeHandler` plus faults of the connection itself, for .tar files (``serve_directory(...,
+    handler=FaultyConnectionHandler)``). ``server.mode``: "drop_once" (a .tar's first response declares its full
+    Content-Length, then the connection closes after half the body; later requests are served whole), "drop"
+    (every response is cut so), "trickle" (the body comes one byte per ``server.trickle_s`` seconds, default 1);
+    any other mode is `RangeHandler`'s. ``server.honour_range`` (default True): False answers every request with
+    200 and the whole file. Every request's Range header (or None) is appended to ``server.ranges``."""
+
+    def do_GET(self) -> None:
+        vars(self.server).setdefault("ranges", []).append(self.headers.get("Range"))
+        mode = self.server.mode
+        if mode not in ("drop_once", "drop", "trickle") or not self.path.endswith(".tar"):
+            super().do_GET()
+            return
+        self.server.requests.append(self.path)
+        path = Path(self.translate_path(self.path))
+        data = path.read_bytes()
+        m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        if m is None or not getattr(self.server, "honour_range", True):
+            code, body, headers = 200, data, {}
+        else:
+            a, b = int(m[1]), min(int(m[2] or len(data) - 1), len(data) - 1)
+            code, body, headers = 206, data[a:b + 1], {"Content-Range": f"bytes {a}-{b}/{len(data)}"}
+        self.send_response(code)
+        for k, v in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(k, v)
+        self.end_headers()
+        seen = self.server.failures.get(self.path, 0)
+        self.server.failures[self.path] = seen + 1
+        if mode == "trickle":
+            pause = getattr(self.server, "trickle_s", 1.0)
+            for i in range(len(body)):
+                try:
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                except OSError:  # the client gave up
+                    return
+                time.sleep(pause)
+        elif mode == "drop" or seen == 0:
+            self.wfile.write(body[:len(body) // 2])
+            self.close_connection = True  # the server closes the socket: the client sees the body end early
+        else:
+            self.wfile.write(body)
+
 
 @contextlib.contextmanager
-def serve_directory(root: Path, monkeypatch=None) -> Iterator[tuple[str, http.server.ThreadingHTTPServer]]:
-    """Serve ``root`` on 127.0.0.1 (a free port); yields (base URL, server). Proxies are bypassed."""
+def serve_directory(root: Path, monkeypatch=None, handler: type[RangeHandler] = RangeHandler
+                    ) -> Iterator[tuple[str, http.server.ThreadingHTTPServer]]:
+    """Serve ``root`` on 127.0.0.1 (a free port) with ``handler``; yields (base URL, server). Proxies are
+    bypassed."""
     if monkeypatch is not None:
         for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
             monkeypatch.delenv(var, raising=False)
         monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(RangeHandler, directory=root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=root))
     server.mode, server.requests, server.failures = "range", [], {}
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()

@@ -1,7 +1,8 @@
 """leadio.read: ranged reads (local, file://, http with and without Range support, fsspec), errors; and
 leadio.session_cache: download-once, LRU bound, multi-process safety and recovery after a killed downloader
 (of either temp-name convention: ``.tmp-`` now, ``.part-`` before), with faults injected through the cache's
-``copy`` and ``before_download`` parameters."""
+``copy`` and ``before_download`` parameters. Dropped connections, trickling servers and unusable cache folders
+are in tests/faults/test_network.py."""
 
 from __future__ import annotations
 
@@ -103,6 +104,15 @@ def test_http_errors_name_url_and_status(served, tmp_path):
         read_range("http://127.0.0.1:1/x.tar", 0, 1)  # nothing listens on port 1
 
 
+def test_read_errors_pickle_with_their_fields_and_hint():
+    e = ReadError("http://h/a.tar: the connection dropped after 5 of 10 bytes", "http://h/a.tar", None, True,
+                  hint="the connection kept dropping")
+    clone = pickle.loads(pickle.dumps(e))  # noqa: S301 - our own bytes; what a process pool sends back
+    assert (str(clone), clone.location, clone.status, clone.transient, clone.hint) == \
+        (str(e), "http://h/a.tar", None, True, "the connection kept dropping")
+    assert ReadError("x").hint == ""  # the default: the retry loop's own advice
+
+
 def test_fetch_file_is_atomic_and_checks_size(served, tmp_path):
     root, base, _ = served
     data = _blob(9_000_000, 5)  # more than one streaming chunk
@@ -167,6 +177,7 @@ def test_lru_evicts_least_recently_used_and_respects_bound(tmp_path):
     assert cache.stats.evictions == 1 and cache.disk_bytes() == 3000
     meta = cache.fetch_small(str(src / "manifest.json"), "set/manifest.json")  # pinned, but counts: evicts c
     assert meta.read_bytes() == b"x" * 600 and cache.disk_bytes() == 2600 and not cached("c")
+    assert cache.pinned_bytes() == 600  # what no eviction frees: a download fits only beside it
     get("e")  # evicts a (d and e remain, manifest stays)
     assert [cached(n) for n in "abcde"] == [False, False, False, True, True] and meta.exists()
     assert cache.disk_bytes() <= 3500
