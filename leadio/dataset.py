@@ -16,8 +16,10 @@ batch).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -26,25 +28,43 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import xxhash
 
 from leadio.batch_reader import BatchReader
 from leadio.buckets.collection import BucketCollection
-from leadio.buckets.specs import load_current
+from leadio.buckets.specs import read_spec
 from leadio.decode import BACKENDS, choose_backend
 from leadio.decode.cpu import CpuBackend
 from leadio.engine import BatchRing, DecodeThreads, default_workers
 from leadio.lead.batch import LeadBatches
 from leadio.loader_config import LoaderConfig, unknown_option_message
-from leadio.plan import EpochPlan, global_sequence, rank_plan, resolve_shuffle
+from leadio.plan import EpochPlan, bucket_counts, global_sequence, rank_plan, resolve_shuffle
 from leadio.plan.shuffle import Shuffle
 from leadio.schema import DEFAULT_KEYS, members_for_keys
 from leadio.shard.shardset import ShardSet, locate_shard_set, open_shard_set
 
-__all__ = ["EpochPlans", "LeadLoader", "LoaderStats", "SampleDataset", "collection_rows", "open_dataset",
-           "world_from_env"]
+__all__ = ["EpochPlans", "LeadLoader", "LoaderStats", "ResumeMismatch", "SampleDataset", "collection_rows",
+           "open_dataset", "world_from_env"]
 
 log = logging.getLogger(__name__)
-STATE_VERSION = 2  # 2: the shuffle is part of the state
+STATE_VERSION = 3  # 2: the shuffle is part of the state; 3: so is the content of the set and collection
+
+
+class ResumeMismatch(ValueError):
+    """`LeadLoader.load_state_dict` refused a state: it cannot be mapped onto this loader's epoch.
+
+    Attributes:
+        key: what differs: ``"version"``, ``"shuffle"``, ``"batch_size"``, ``"seed"``, ``"collection"``,
+            ``"shard_set"`` (another set), or ``"content"`` (the set was rebuilt under the same name, or the
+            collection changed, so that the samples the epoch draws are not those the state counted).
+        saved, current: the state's value and this loader's.
+        epoch, consumed: the saved position (epoch, global samples consumed in it); None when unreadable.
+    """
+
+    def __init__(self, message: str, *, key: str, saved=None, current=None, epoch: int | None = None,
+                 consumed: int | None = None):
+        super().__init__(message)
+        self.key, self.saved, self.current, self.epoch, self.consumed = key, saved, current, epoch, consumed
 
 
 def world_from_env() -> tuple[int, int]:
@@ -101,6 +121,19 @@ class EpochPlans:
         self.seed, self.perturbation_rate, self.uneven = config.seed, config.perturbation_rate, config.uneven
         self.shuffle = config.shuffle
 
+    def identity(self, sample_key: np.ndarray) -> str:
+        """xxh3-128 hex over what the global sequences are a function of, besides seed, shuffle and views: per
+        bucket its rate schedule, its rows, their shards and their sample keys (``sample_key``: the set's column).
+        Two loaders with equal identities (and seeds and shuffles) serve the same samples in the same order, so
+        a resume position carries over exactly, even to a set rebuilt since (another manifest)."""
+        h = xxhash.xxh3_128()
+        for bucket, rows in zip(self.collection.buckets, self.bucket_rows, strict=True):
+            h.update(json.dumps(sorted(bucket.rate.items())).encode())
+            h.update(np.ascontiguousarray(rows, "<i8").tobytes())
+            h.update(np.ascontiguousarray(self.shard_of_row[rows], "<i8").tobytes())
+            h.update("\n".join(map(str, sample_key[rows])).encode() + b"\0")
+        return h.hexdigest()
+
     @lru_cache(maxsize=2)  # noqa: B019 - bounded, and the object lives as long as the loader
     def plan(self, epoch: int, start: int, world_size: int, rank: int) -> EpochPlan:
         rows, views = global_sequence(self.bucket_rows, self.collection.rates_at(epoch), self.shard_of_row,
@@ -113,7 +146,10 @@ class LeadLoader:
     """Iterable of batches (dicts of torch tensors) over a shard set, one epoch per iteration.
 
     Use `open_dataset` to build one. ``set_epoch(e)`` selects the epoch; iterating yields this rank's
-    batches of that epoch from where the last `state_dict` (or the last partial iteration) left off.
+    batches of that epoch from where the last `state_dict` (or the last partial iteration) left off. One
+    iteration at a time: a second iterator started while one is open (another thread's loop, or a kept
+    ``iter(loader)`` beside a ``for``) is refused, since both would consume the same position. An iterator
+    that is exhausted, closed, or dropped (a ``break`` out of a ``for``) ends its iteration.
     """
 
     def __init__(self, shard_set: ShardSet, collection: BucketCollection, config: LoaderConfig):
@@ -139,6 +175,9 @@ class LeadLoader:
                               pin=config.pin_memory and torch.cuda.is_available())
         self._threads = DecodeThreads(self.num_workers, prefetch=2 * self.num_workers)
         self._close = weakref.finalize(self, self._threads.close)  # the loader's end stops its threads
+        self._iterating: str | None = None  # the thread that runs the open iteration, if one is open
+        self._iterating_lock = threading.Lock()
+        self._identity: str | None = None   # `EpochPlans.identity`, computed when a state needs it
 
     @property
     def bucket_rows(self) -> list[np.ndarray]:
@@ -174,6 +213,20 @@ class LeadLoader:
         return self._num_batches() - self._first_batch
 
     def __iter__(self) -> Iterator[dict]:
+        with self._iterating_lock:
+            if self._iterating is not None:
+                raise RuntimeError(
+                    f"this loader is already being iterated (an iterator started in thread {self._iterating!r} is "
+                    f"still open: another thread's loop, or a kept iter(loader)); a second iteration would deliver "
+                    f"every sample twice and corrupt the resume state: finish or close() the first iterator (a "
+                    f"break out of a for loop closes it), or open a second loader for a second stream")
+            self._iterating = threading.current_thread().name
+        try:
+            yield from self._iterate()
+        finally:
+            self._iterating = None
+
+    def _iterate(self) -> Iterator[dict]:
         plan = self.plans.plan(self.epoch, self._start, self.world_size, self.rank)
         b, reader, ring = self.batch_size, self._reader, self.ring
         spans = [slice(i * b, (i + 1) * b) for i in range(self._first_batch, len(plan) // b)]
@@ -195,39 +248,81 @@ class LeadLoader:
             self.epoch, self._start, self._first_batch = self.epoch + 1, 0, 0
 
     # ------------------------------------------------------------------------------------------ resume
+    @property
+    def identity(self) -> str:
+        """What the epoch's samples are, as a hash (`EpochPlans.identity`): equal identities (with equal seed
+        and shuffle) mean the same global sequence of the same samples, whatever the shard set's manifest."""
+        if self._identity is None:
+            self._identity = self.plans.identity(np.asarray(self.shard_set.catalog["sample_key"]))
+        return self._identity
+
     def state_dict(self) -> dict:
-        """Serialisable position: the epoch and the global samples consumed (independent of world size)."""
+        """Serialisable position: the epoch and the global samples consumed (independent of world size), and
+        what they count: the shard set (name, manifest identity, samples) and the plan's identity."""
         return {"version": STATE_VERSION, "epoch": self.epoch, "seed": self.seed, "batch_size": self.batch_size,
                 "consumed": self._start + self._first_batch * self.batch_size * self.world_size,
                 "world_size": self.world_size, "collection": self.collection.name,
-                "shard_set": self.shard_set.path.name, "shuffle": self.shuffle.state()}
+                "shard_set": self.shard_set.path.name, "shuffle": self.shuffle.state(),
+                "shard_set_identity": self.shard_set.identity, "samples": len(self.shard_set),
+                "collection_frames": self._frames(), "identity": self.identity}
+
+    def _frames(self) -> int:
+        return int(sum(len(r) for r in self.plans.bucket_rows))
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from a `state_dict` (possibly saved with another world size: the rest is re-split).
+        """Continue from a `state_dict` (possibly saved with another world size: the rest is re-split). A
+        state of a set rebuilt since under the same name is taken when the epoch's samples are unchanged (e.g.
+        only raw pixels were edited): the position then maps exactly; otherwise it is refused.
 
         Raises:
-            ValueError: the state belongs to another seed, collection, shuffle or state version (names both).
+            ResumeMismatch (a ValueError): the state belongs to another seed, collection, shuffle, global batch,
+                shard set or state version, or the set or collection changed since it was saved (names both and
+                what to do; ``key`` says which).
         """
+        epoch, consumed = state.get("epoch"), state.get("consumed")
+
+        def refuse(message: str, key: str, saved, current) -> ResumeMismatch:
+            return ResumeMismatch(message, key=key, saved=saved, current=current, epoch=epoch, consumed=consumed)
+
         version = state.get("version")
         if version != STATE_VERSION:
-            raise ValueError(f"loader state has version={version!r}, this loader has {STATE_VERSION!r}; "
-                             f"resume with the same version")
+            raise refuse(f"loader state has version={version!r}, this loader has {STATE_VERSION!r}; "
+                         f"resume with the same version", "version", version, STATE_VERSION)
         elif state.get("shuffle") != self.shuffle.state():
             theirs = Shuffle.from_state(state["shuffle"]).describe() if state.get("shuffle") else "none"
-            raise ValueError(f"loader state has shuffle {theirs}, this loader has {self.shuffle.describe()}; "
-                             f"resume with the same shuffle (e.g. open_dataset(..., shuffle="
-                             f"{state.get('shuffle', {}).get('algorithm')!r}))")
+            raise refuse(f"loader state has shuffle {theirs}, this loader has {self.shuffle.describe()}; "
+                         f"resume with the same shuffle (e.g. open_dataset(..., shuffle="
+                         f"{state.get('shuffle', {}).get('algorithm')!r}))", "shuffle", state.get("shuffle"),
+                         self.shuffle.state())
         if state.get("batch_size") not in (None, self.batch_size) and state.get("world_size") is not None and \
                 state["batch_size"] * state["world_size"] != self.batch_size * self.world_size:
-            raise ValueError(f"loader state has batch_size={state['batch_size']} on {state['world_size']} ranks, this "
-                             f"loader has {self.batch_size} on {self.world_size}; resume with the same per-rank or "
-                             f"global batch size")
+            raise refuse(f"loader state has batch_size={state['batch_size']} on {state['world_size']} ranks, this "
+                         f"loader has {self.batch_size} on {self.world_size}; resume with the same per-rank or "
+                         f"global batch size", "batch_size", state["batch_size"] * state["world_size"],
+                         self.batch_size * self.world_size)
         for key, mine in (("seed", self.seed), ("collection", self.collection.name),
                           ("shard_set", self.shard_set.path.name)):
             if state.get(key) != mine:
-                raise ValueError(f"loader state has {key}={state.get(key)!r}, this loader has {mine!r}; "
-                                 f"resume with the same {key}")
-        self.epoch, self._start, self._first_batch = int(state["epoch"]), int(state["consumed"]), 0
+                raise refuse(f"loader state has {key}={state.get(key)!r}, this loader has {mine!r}; "
+                             f"resume with the same {key}", key, state.get(key), mine)
+        rebuilt = state.get("shard_set_identity") != self.shard_set.identity
+        if state.get("identity") != self.identity:
+            name, frames = self.shard_set.path.name, self._frames()
+            was = state.get("shard_set_identity")
+            what = (f"shard set {name} was rebuilt since this state was saved (manifest {was} -> "
+                    f"{self.shard_set.identity}; samples {len(self.shard_set)}, were {state.get('samples')}; "
+                    f"frames of {self.collection.name!r} {frames}, were {state.get('collection_frames')})"
+                    if rebuilt else
+                    f"collection {self.collection.name!r} changed since this state was saved (its frames in shard set "
+                    f"{name}: {frames}, were {state.get('collection_frames')}; or its buckets or rates)")
+            raise refuse(f"loader state of epoch {epoch} ({consumed} samples consumed): the {what}, so the saved "
+                         f"position cannot be mapped onto its samples; continue without the state: set_epoch({epoch}) "
+                         f"replays epoch {epoch} from its start, set_epoch({int(epoch) + 1}) skips its rest", "content",
+                         state.get("identity"), self.identity)
+        if rebuilt:
+            log.info("shard set %s was rebuilt since the loader state was saved, but the samples, shards and rates "
+                     "of the epoch plan are unchanged: resuming exactly", self.shard_set.path.name)
+        self.epoch, self._start, self._first_batch = int(epoch), int(consumed), 0
 
 
 class SampleDataset(torch.utils.data.Dataset):
@@ -267,20 +362,25 @@ SOURCE_OPTIONS = ("collection", "root", "cache_dir", "cache_bytes", "verify")
 
 
 def _resolve_collection(ss: ShardSet, collection, root: Path | None) -> BucketCollection:
-    """The collection to plan over: the set's own, a given object, or a spec's current file under the root."""
-    if collection is None:
-        return BucketCollection.from_json(ss.manifest["collection_buckets"], str(ss.path / "manifest.json"))
+    """The collection to plan over: the set's own (also when ``collection`` names the spec the set was built
+    from: nothing under the root is read, so a remote set needs no root), a given object, or a spec's current
+    file under the root (built when missing or stale, where the root is writable)."""
     if isinstance(collection, BucketCollection):
         return collection
+    if collection is not None:
+        builder, params, _ = read_spec(collection)
+        own = ss.manifest.get("collection_buckets") or {}
+        if builder == own.get("builder") and json.loads(json.dumps(params)) == own.get("params"):
+            collection = None  # the very spec the set was built from
+    if collection is None:
+        return BucketCollection.from_json(ss.manifest["collection_buckets"], str(ss.path / "manifest.json"))
     if root is None and ss.base is not None:
         raise ValueError(f"collection={collection!r} is built from a dataset root, but the shard set is remote "
                          f"({ss.base}); pass root=<dataset root> or a BucketCollection")
     root = Path(root) if root is not None else ss.path.parent.parent
-    from leadio.buckets.builders import load_or_build, resolve_spec  # only when the bucket file must be (re)built
+    from leadio.buckets.builders import load_or_build  # only for a collection other than the set's own
 
-    builder, params = resolve_spec(collection)
-    current = load_current(root, builder, params)
-    return current if current is not None else load_or_build(root, collection)[0]
+    return load_or_build(root, collection)[0]  # a current file is read without a lock or any write
 
 
 def _resolve_config(config: LoaderConfig, ss: ShardSet) -> LoaderConfig:
@@ -324,7 +424,9 @@ def open_dataset(source: str | Path | ShardSet, config: LoaderConfig | None = No
         a `LeadLoader`, or with ``output="lead"`` a `leadio.lead.LeadBatches` around one.
 
     Raises:
-        ValueError: an unknown or bad option (before any I/O), a batch larger than the rank's epoch.
+        ValueError: an unknown or bad option (before any I/O), a batch larger than the rank's epoch, a world
+            size larger than the epoch.
+        ReadOnlyRootError: ``collection`` needs a bucket file that is missing or stale under a read-only root.
     """
     unknown = sorted(set(overrides) - {f.name for f in fields(LoaderConfig)})
     if unknown:
@@ -336,6 +438,12 @@ def open_dataset(source: str | Path | ShardSet, config: LoaderConfig | None = No
     coll = _resolve_collection(ss, collection, root)
     config = _resolve_config(config, ss)
     loader = LeadLoader(ss, coll, config)
+    samples = sum(bucket_counts([len(r) for r in loader.bucket_rows], coll.rates_at(0)))
+    if 0 < samples < config.world_size and config.uneven == "drop":
+        fit = (f"run at most {samples // config.batch_size} ranks at batch_size={config.batch_size}"
+               if samples >= config.batch_size else f"lower batch_size (at most {samples}) and world_size")
+        raise ValueError(f"world_size={config.world_size} exceeds the {samples} samples of epoch 0 of {coll.name!r} "
+                         f"({ss.path.name}): every rank would get 0 batches of {config.batch_size}; {fit}")
     if loader.batches_in_epoch(0) == 0 and len(loader.plan(0)) > 0:
         raise ValueError(f"batch_size={config.batch_size} exceeds the {len(loader.plan(0))} samples rank "
                          f"{config.rank} of {config.world_size} gets in epoch 0 of {coll.name!r} ({ss.path.name}): "

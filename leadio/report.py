@@ -10,8 +10,10 @@ epoch will draw from it, without writing code.
   frame's meta (`leadio.targets.planning_targets`) for up to ``--check-metas`` of them, so it is the real one.
 
 Output: a terminal table (stdout), ``--json PATH`` (everything, machine-readable) and ``--png PATH`` (bar
-charts). Collections are loaded as the loader loads them (`leadio.buckets.load_or_build`): a missing or stale
-catalog or bucket file is (re)built first, as training would.
+charts). Collections are loaded as the loader loads them (`leadio.buckets.load_or_build`): a current bucket
+file is only read (no lock, no write: a read-only root can be reported on), a missing or stale catalog or
+bucket file is (re)built first, as training would. A root where no route passes LEAD's filter has no catalog
+to build: the report then lists every route and why it was dropped, and nothing else.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from leadio.buckets.builders import load_or_build
 from leadio.buckets.collection import BucketCollection
 from leadio.catalog_store import Catalog, load_catalog
 from leadio.files import atomic_write_bytes
+from leadio.format.routes import discover_routes
 from leadio.plan import bucket_counts
 
 __all__ = ["DEFAULT_COLLECTIONS", "build_report", "format_report", "main", "plot_report"]
@@ -99,7 +102,13 @@ def build_report(root: str | Path, collections: Sequence[str] = DEFAULT_COLLECTI
     if epochs < 0:
         raise ValueError(f"--epochs must be >= 0, got {epochs}")
     root = Path(root)
-    loaded = [load_or_build(root, c, workers=workers) for c in collections]
+    try:
+        loaded = [load_or_build(root, c, workers=workers) for c in collections]
+    except ValueError:
+        found = discover_routes(root)
+        if found and not any(r.trainable for r in found):  # no catalog can exist: say why each route is dropped
+            return _all_dropped(root, found)
+        raise
     catalog = load_catalog(root)
     t = catalog.routes
     routes = [{"route": str(p), "scenario": str(s), "frames": int(n), "reason": str(why)}
@@ -133,6 +142,21 @@ def build_report(root: str | Path, collections: Sequence[str] = DEFAULT_COLLECTI
     }
 
 
+def _all_dropped(root: Path, found: list) -> dict:
+    """The report of a root where LEAD's filter drops every route: the routes and why, no catalog."""
+    dropped = [{"route": r.rel_path, "scenario": r.scenario, "frames": int(r.num_frames), "reason": r.filter_reason}
+               for r in found]
+    kinds = Counter(re.sub(r"-?\d+(\.\d+)?", "#", r["reason"]) for r in dropped)
+    return {
+        "root": str(root),
+        "catalog": {"path": None, "frames": 0, "routes_found": len(dropped), "routes_kept": 0,
+                    "routes_dropped": len(dropped), "frames_without_targets": 0},
+        "routes": {"kept": [], "dropped": dropped, "dropped_by_reason": dict(kinds.most_common())},
+        "frames_by": {c: {} for c in BY_COLUMNS},
+        "collections": [],
+    }
+
+
 # ------------------------------------------------------------------------------------------------ output
 def _table(rows: list[Sequence], align: str = "") -> str:
     """Rows of cells -> aligned text; the first row is the header. ``align`` has an ``l`` or ``r`` per column
@@ -160,17 +184,18 @@ def _epoch_groups(planned: list[list[int]]) -> list[tuple[int, int]]:
 def format_report(doc: dict) -> str:
     """The report as terminal text."""
     c = doc["catalog"]
+    catalog = (f"catalog: {c['frames']} frames of the kept routes, {c['frames_without_targets']} without planning "
+               f"targets" if c["routes_kept"] else "no catalog, no collection: there is nothing to train on")
     out = [f"leadio report: {doc['root']}",
            f"routes: {c['routes_found']} found, {c['routes_kept']} kept, {c['routes_dropped']} dropped by LEAD's "
-           f"failed-route filter; catalog: {c['frames']} frames of the kept routes, {c['frames_without_targets']} "
-           f"without planning targets", ""]
+           f"failed-route filter; {catalog}", ""]
     if doc["routes"]["dropped"]:
         out += ["Dropped routes:", _table([("route", "frames", "reason")] + [
             (r["route"], r["frames"], r["reason"]) for r in doc["routes"]["dropped"]], "lrl"), ""]
     else:
         out += ["Dropped routes: none", ""]
     names = [k["name"] for k in doc["collections"]]
-    for col in BY_COLUMNS:
+    for col in BY_COLUMNS if c["frames"] else ():
         rows = [(col, "frames", *names)] + [(v, d["frames"], *(d.get(n, 0) for n in names))
                                              for v, d in doc["frames_by"][col].items()]
         rows.append(("TOTAL", sum(d["frames"] for d in doc["frames_by"][col].values()),

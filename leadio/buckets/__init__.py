@@ -10,6 +10,7 @@ _HOME = {
     "Bucket": "leadio.buckets.collection", "BucketCollection": "leadio.buckets.collection",
     "BucketFileError": "leadio.buckets.collection", "rate_at": "leadio.buckets.collection",
     "SHIPPED": "leadio.buckets.specs", "load_current": "leadio.buckets.specs",
+    "ReadOnlyRootError": "leadio.buckets.specs",
     "BUILDERS": "leadio.buckets.builders", "load_or_build": "leadio.buckets.builders",
     "property_collection": "leadio.buckets.builders",
 }

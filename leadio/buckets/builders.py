@@ -9,12 +9,15 @@
   or dict, see `property_collection` and ``examples/collections/``.
 
 `load_or_build` is what scripts and the loader call: it reuses the file under ``<root>/buckets/`` when it
-matches the routes on disk, and rebuilds (logging what changed) when routes were added or removed.
+matches the routes on disk (reading it without a lock or any write, so a read-only root works), and rebuilds
+(logging what changed) when routes were added or removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import errno
 import fnmatch
 import inspect
 import json
@@ -25,7 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from leadio.buckets.collection import Bucket, BucketCollection
-from leadio.buckets.specs import bucket_file_name, load_current, read_spec
+from leadio.buckets.specs import (
+    ReadOnlyRootError,
+    bucket_file_name,
+    build_command,
+    current_collection,
+    load_current,
+    read_spec,
+)
 from leadio.catalog import build_catalog
 from leadio.catalog_store import Catalog, load_catalog
 from leadio.files import file_lock, remove_stale_temps
@@ -33,6 +43,8 @@ from leadio.files import file_lock, remove_stale_temps
 __all__ = ["BUILDERS", "build_collection", "full_collection", "load_or_build", "property_collection", "resolve_spec"]
 
 log = logging.getLogger(__name__)
+#: what writing under a dataset root the user may only read fails with
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def _skip_mask(catalog: Catalog, skip_first: int, skip_last: int) -> np.ndarray:
@@ -170,11 +182,29 @@ def load_or_build(root: str | Path, collection: str | Mapping | Path = "full_pre
 
     Returns:
         (collection, path of its bucket file).
+
+    Raises:
+        ReadOnlyRootError: the file is missing or stale and the root cannot be written (names the file, why
+            it must be built and the command that builds it); a current file is read without writing anything.
     """
     root = Path(root)
     builder, params = resolve_spec(collection)
     path = root / "buckets" / bucket_file_name(params)
-    with file_lock(root / "buckets" / ".lock", f"bucket files of {root}"):
+    why = "is to be rebuilt (force_rebuild)"
+    if not force_rebuild:  # a current file is read without the lock: it is only ever replaced atomically
+        stored, why = current_collection(root, builder, params, on_error=on_error)
+        if stored is not None:
+            return stored, path
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(file_lock(root / "buckets" / ".lock", f"bucket files of {root}"))
+        except OSError as e:  # the first write under the root
+            if e.errno not in READ_ONLY_ERRNOS:
+                raise
+            raise ReadOnlyRootError(
+                f"bucket file {path} {why}, and it cannot be built here: {e.filename or root} cannot be written "
+                f"({e.strerror}); build it where the dataset root is writable: `{build_command(root, collection)}`"
+            ) from e
         remove_stale_temps(path)
         return _load_or_build(root, builder, params, path, force_rebuild, workers, progress, dataset_config,
                               on_error)

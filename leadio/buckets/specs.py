@@ -3,8 +3,11 @@
 A spec is a shipped name (`SHIPPED`), the path of a JSON spec, or a dict; `read_spec` turns it into
 ``(builder, params)`` and `bucket_file_name` names its file under ``<root>/buckets/`` (LEAD's names).
 `load_current` returns the stored collection when it is current (built with the same parameters from the
-routes now on disk) and None otherwise; it never writes and never takes a lock, so a read-only dataset root
-can be trained on. Building a missing or stale collection is `leadio.buckets.builders.load_or_build`.
+routes now on disk) and None otherwise; `current_collection` also says why not. Neither writes nor takes a
+lock (bucket files are replaced atomically, so a reader sees the old file or the new one), so a read-only
+dataset root can be trained on and reported on. Building a missing or stale collection is
+`leadio.buckets.builders.load_or_build`; where the root cannot be written it raises `ReadOnlyRootError`, which
+names the file and the command that builds it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from leadio.buckets.collection import BucketCollection
 from leadio.catalog_store import load_catalog
 from leadio.format.routes import trainable_routes_on_disk
 
-__all__ = ["SHIPPED", "bucket_file_name", "collection_name", "load_current", "read_spec"]
+__all__ = ["SHIPPED", "ReadOnlyRootError", "bucket_file_name", "build_command", "collection_name",
+           "current_collection", "load_current", "read_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,17 @@ SHIPPED: dict[str, tuple[str, dict]] = {
                                 "num_way_points_prediction": 8, "waypoints_spacing": 5}),
 }
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=+-]*")
+
+
+class ReadOnlyRootError(OSError):
+    """A bucket file must be (re)built but the dataset root cannot be written; says which file, why it must be
+    built and the command that builds it where the root is writable."""
+
+
+def build_command(root: str | Path, spec: str | Mapping | Path) -> str:
+    """The command that builds the bucket file of ``spec`` under ``root``."""
+    what = spec if isinstance(spec, str | Path) else "<a JSON file holding this spec>"
+    return f"python -m leadio.buckets --root {root} --collection {what}"
 
 
 def bucket_file_name(params: Mapping) -> str:
@@ -102,23 +117,33 @@ def routes_on_disk(root: Path, on_error: str = "raise") -> dict[str, int]:
     return on_disk
 
 
-def load_current(root: str | Path, builder: str, params: Mapping, *, on_error: str = "raise"
-                 ) -> BucketCollection | None:
-    """The stored collection under ``<root>/buckets/`` when it is current, else None (logging why it is not).
+def current_collection(root: str | Path, builder: str, params: Mapping, *, on_error: str = "raise"
+                       ) -> tuple[BucketCollection | None, str]:
+    """``(the stored collection, "")`` when the file under ``<root>/buckets/`` is current, else ``(None, why
+    not)``: ``"does not exist"``, ``"is stale, routes changed since it was built: ..."`` or ``"was built with
+    other parameters"``.
 
     Current: the file exists, was built by ``builder`` with ``params``, from the trainable routes (and frame
-    counts) now on disk. Reads only.
+    counts) now on disk. Reads only: no write, no lock.
     """
     root = Path(root)
     path = root / "buckets" / bucket_file_name(params)
     if not path.exists():
-        return None
+        return None, "does not exist"
     stored = BucketCollection.load(path)
     changes = stored.changes_since_build(routes_on_disk(root, on_error))
     if changes:
-        log.warning("bucket file %s is stale, routes changed since it was built: %s", path, changes.describe())
-        return None
+        return None, f"is stale, routes changed since it was built: {changes.describe()}"
     if stored.builder != builder or stored.params != json.loads(json.dumps(dict(params))):
-        log.warning("bucket file %s was built with other parameters", path)
-        return None
+        return None, "was built with other parameters"
+    return stored, ""
+
+
+def load_current(root: str | Path, builder: str, params: Mapping, *, on_error: str = "raise"
+                 ) -> BucketCollection | None:
+    """The stored collection under ``<root>/buckets/`` when it is current, else None (logging why, when the
+    file exists). Reads only (see `current_collection`)."""
+    stored, why = current_collection(root, builder, params, on_error=on_error)
+    if stored is None and why != "does not exist":
+        log.warning("bucket file %s %s", Path(root) / "buckets" / bucket_file_name(params), why)
     return stored

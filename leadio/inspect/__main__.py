@@ -32,11 +32,17 @@ def _shard_set_path(args: argparse.Namespace) -> Path:
         import json
 
         name = json.loads(Path(name).read_text())["name"]
-    path = shard_set_dir(args.root, name, dataset_config_for_root(args.root, args.dataset_config))
-    if not path.is_dir():
-        raise InspectError(f"no shard set {path}; build it with `python -m leadio.shard --root {args.root} "
-                           f"--collection {args.collection}`, or inspect a raw frame with --route ROUTE --frame F")
-    return path
+    config = dataset_config_for_root(args.root, args.dataset_config)
+    path = shard_set_dir(args.root, name, config)
+    if path.is_dir():
+        return path
+    pretrain = shard_set_dir(args.root, "full_pretrain", config)
+    if pretrain.is_dir():  # as open_dataset(root, collection=...) does: the pretrain set serves every collection
+        print(f"note: collection {name!r} has no shard set of its own; showing {pretrain.name}, the set training "
+              f"plans it over (its rows, keys and buckets)", file=sys.stderr)
+        return pretrain
+    raise InspectError(f"no shard set {path}; build it with `python -m leadio.shard --root {args.root} "
+                       f"--collection {args.collection}`, or inspect a raw frame with --route ROUTE --frame F")
 
 
 def _default_out(key: str, view: str) -> Path:
@@ -88,7 +94,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m leadio.inspec
     src.add_argument("--root", default=DEFAULT_ROOT, help="dataset root holding data/<Scenario>/<Route>/ and "
                                                           "shards/; relative to the working directory")
     src.add_argument("--collection", default="full_pretrain",
-                     help="with --root: the shard set of this collection (default: %(default)s)")
+                     help="with --root: the shard set of this collection, else the full_pretrain set that training "
+                          "plans it over (default: %(default)s)")
     src.add_argument("--shards", help="a shard set folder, instead of --root/--collection (default: none)")
     src.add_argument("--index", type=int, help="sample row in the shard set (default: 0 when no --key)")
     src.add_argument("--key", help="sample key <Scenario>/<Route>/NNNN (see --list) (default: none)")

@@ -201,18 +201,22 @@ class LeadBatches:
 
     def __iter__(self) -> Iterator[dict]:
         batches = iter(self.loader)
-        while True:
-            start = time.perf_counter()
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            waited = time.perf_counter() - start
-            out = to_lead_batch(batch, self.device, planning=self.planning, out=self._buffers(batch, self.device))
-            out["loading_time"] = out["loading_sensor_time"] = torch.full_like(out["loading_time"],
-                                                                               waited / len(batch["row"]))
-            yield out
-            del out, batch  # not alive while the next one is built: its buffers can be reused for it
+        try:
+            while True:
+                start = time.perf_counter()
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    return
+                waited = time.perf_counter() - start
+                out = to_lead_batch(batch, self.device, planning=self.planning, out=self._buffers(batch, self.device))
+                out["loading_time"] = out["loading_sensor_time"] = torch.full_like(out["loading_time"],
+                                                                                   waited / len(batch["row"]))
+                yield out
+                del out, batch  # not alive while the next one is built: its buffers can be reused for it
+        finally:
+            if hasattr(batches, "close"):  # ends the loader's iteration now (it refuses a second one meanwhile)
+                batches.close()
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -33,7 +33,7 @@ from leadio.buckets.specs import collection_name
 from leadio.catalog_store import Catalog, CatalogError, load_catalog
 from leadio.format.config import DATASET_CONFIGS, DatasetConfig
 from leadio.format.routes import list_frames, trainable_routes_on_disk
-from leadio.read import ReadError, read_small, resolve
+from leadio.read import Deadline, ReadError, read_small, resolve
 from leadio.schema import Member, member_layout, pipeline_hash
 from leadio.session_cache import SessionCache
 from leadio.stamps import RouteStamps, route_fingerprints
@@ -179,16 +179,25 @@ def manifest_identity(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def _open_remote(url: str, cache_dir: str | Path | None, cache_bytes: int) -> tuple[Path, dict, SessionCache, str]:
+def _open_remote(url: str, cache_dir: str | Path | None, cache_bytes: int,
+                 deadline: Deadline | None = None) -> tuple[Path, dict, SessionCache, str]:
     """Stage a remote set's manifest and catalog into the session cache under ``<name>-<manifest identity>``;
-    returns (local meta folder, manifest, cache, identity). The manifest is fetched afresh every time."""
+    returns (local meta folder, manifest, cache, identity). The manifest is fetched afresh every time.
+
+    Refused here, at open, rather than at the first read: a cache folder that cannot be written, and a
+    ``cache_bytes`` too small for the set's largest shard beside the metadata the cache keeps. ``deadline``:
+    the wall-clock budget of each HTTP request (`leadio.read.Deadline`; None: the default)."""
     import tempfile
 
     url = url.rstrip("/")
     name = url.rsplit("/", 1)[-1]
-    cache = SessionCache(cache_dir or Path(tempfile.gettempdir()) / "leadio-session-cache", cache_bytes)
     try:
-        raw = read_small(resolve(url, "manifest.json"))
+        cache = SessionCache(cache_dir or Path(tempfile.gettempdir()) / "leadio-session-cache", cache_bytes,
+                             deadline=deadline)
+    except ValueError as e:  # a read-only or blocked folder, a cache_bytes <= 0
+        raise ShardSetError(f"cannot open remote shard set {url}: {e}") from e
+    try:
+        raw = read_small(resolve(url, "manifest.json"), deadline=deadline)
         identity = manifest_identity(raw)
         key = f"{name}-{identity}"
         manifest_path = cache.fetch_small(resolve(url, "manifest.json"), key=f"{key}/manifest.json")
@@ -200,7 +209,24 @@ def _open_remote(url: str, cache_dir: str | Path | None, cache_bytes: int) -> tu
             cache.fetch_small(resolve(url, f"catalog.zarr/{rel}"), key=f"{key}/catalog.zarr/{rel}")
     except (ReadError, FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ShardSetError(f"cannot open remote shard set {url}: {e}") from e
+    _check_cache_fits(url, manifest, cache)
     return manifest_path.parent, manifest, cache, identity
+
+
+def _check_cache_fits(url: str, manifest: dict, cache: SessionCache) -> None:
+    """Refuse a session cache that cannot hold the set's largest shard beside the metadata it never evicts
+    (which it holds by now: this set's manifest and catalog, and other sets' that share the folder)."""
+    shards = manifest.get("shards")
+    if not isinstance(shards, list) or not shards:
+        return  # `_check_consistency` names this fault
+    largest = max(shards, key=lambda e: int(e.get("bytes", 0)))
+    size, pinned = int(largest.get("bytes", 0)), cache.pinned_bytes()
+    if pinned + size > cache.max_bytes:
+        raise ShardSetError(f"remote shard set {url}: cache_bytes={cache.max_bytes} cannot hold its largest shard "
+                            f"{largest.get('path')} ({size} bytes) beside the {pinned} bytes of metadata (manifests, "
+                            f"catalogs) that the session cache {cache.directory} keeps; pass cache_bytes >= "
+                            f"{pinned + size} (better several shards' worth: the loader plans blocks of shards that "
+                            f"fit in the cache)")
 
 
 def _check_consistency(path: Path, manifest: dict, catalog: Catalog, fix: str) -> None:

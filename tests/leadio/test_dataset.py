@@ -257,3 +257,83 @@ def test_http_shard_set_through_a_shared_bounded_session_cache(shard_dir, tmp_pa
 
     assert SessionCache(cache_dir, bound).disk_bytes() <= bound
     assert len(shard_requests) >= len(sizes)  # every shard came over HTTP at least once
+
+
+# issue 22, item 9
+def test_a_world_size_larger_than_the_epoch_is_refused_at_open(shard_dir):
+    n = len(open_dataset(shard_dir, batch_size=1, backend="cpu", keys=["targets"]).plan(0))
+    with pytest.raises(ValueError, match=rf"^world_size={n + 1} exceeds the {n} samples of epoch 0 of 'full_pretrain' "
+                                         rf"\({shard_dir.name}\): every rank would get 0 batches of 2; run at most "
+                                         rf"{n // 2} ranks at batch_size=2$"):
+        open_dataset(shard_dir, batch_size=2, backend="cpu", world_size=n + 1, rank=n, keys=["targets"])
+    with pytest.raises(ValueError, match=rf"world_size={2 * n} exceeds the {n} samples .* of 1; run at most {n} "
+                                         r"ranks at batch_size=1$"):
+        open_dataset(shard_dir, batch_size=1, backend="cpu", world_size=2 * n, rank=0, keys=["targets"])
+    last = open_dataset(shard_dir, batch_size=1, backend="cpu", world_size=n, rank=n - 1, keys=["targets"])
+    assert len(_rows(last)) == 1  # as many ranks as samples: one batch each
+
+
+# issue 22, item 10
+def test_a_second_iteration_while_one_is_open_is_refused(shard_dir):
+    import gc
+    import threading
+
+    kw = {"batch_size": 4, "backend": "cpu", "num_workers": 1, "keys": ["targets"], "seed": 4}
+    plan = open_dataset(shard_dir, **kw).plan(0)
+    expected = plan.rows[: len(plan) // 4 * 4].tolist()
+    ld = open_dataset(shard_dir, **kw)
+    peek = iter(ld)
+    first = next(peek)["row"].tolist()  # a kept peek iterator ...
+    with pytest.raises(RuntimeError, match=r"^this loader is already being iterated \(an iterator started in thread "
+                                           r"'MainThread' is still open: another thread's loop, or a kept "
+                                           r"iter\(loader\)\); a second iteration would deliver every sample twice"):
+        for _ in ld:  # ... beside a for loop
+            pass
+    errors = []
+
+    def other_thread() -> None:
+        try:
+            next(iter(ld))
+        except RuntimeError as e:
+            errors.append(str(e))
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    assert len(errors) == 1 and "already being iterated" in errors[0]
+    assert ld.state_dict()["consumed"] == 4  # the refused iterations consumed nothing
+    peek.close()  # a closed iterator ends its iteration
+    second = next(iter(ld))["row"].tolist()  # (a dropped one too: this one is garbage at once)
+    peek = iter(ld)
+    third = next(peek)["row"].tolist()
+    del peek
+    gc.collect()
+    rest = []
+    for batch in ld:  # a break, then a new for loop, continue where the last one stopped
+        rest += batch["row"].tolist()
+        break
+    for batch in ld:
+        rest += batch["row"].tolist()
+    assert first + second + third + rest == expected and ld.epoch == 1
+    assert len(_rows(ld)) == len(expected)  # an exhausted iterator ended its iteration: epoch 1 runs
+    lead = open_dataset(shard_dir, output="lead", **kw)  # output="lead" wraps the same loader
+    it = iter(lead)
+    next(it)
+    with pytest.raises(RuntimeError, match="already being iterated"):
+        next(iter(lead))
+    it.close()
+    assert len(list(lead)) == len(expected) // 4 - 1
+
+
+# issue 22, item 12
+def test_a_remote_set_opens_for_the_collection_it_was_built_for_without_a_root(shard_dir, tmp_path, monkeypatch):
+    from http_server import serve_directory
+
+    kw = {"batch_size": 2, "backend": "cpu", "num_workers": 0, "keys": ["targets"], "shuffle": "uniform"}
+    local = _rows(open_dataset(shard_dir, **kw))
+    with serve_directory(shard_dir.parent, monkeypatch) as (url, _):
+        remote = open_dataset(f"{url}/{shard_dir.name}", collection="full_pretrain", cache_dir=tmp_path / "c", **kw)
+        assert remote.collection.name == "full_pretrain" and _rows(remote) == local
+        with pytest.raises(ValueError, match=r"collection='full_posttrain' is built from a dataset root, but the "
+                                             r"shard set is remote"):
+            open_dataset(f"{url}/{shard_dir.name}", collection="full_posttrain", cache_dir=tmp_path / "c", **kw)

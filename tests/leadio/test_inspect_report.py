@@ -113,6 +113,8 @@ def test_inspect_cli_writes_png_and_prints_one_line_errors(built, tmp_path, caps
     assert inspect_main(["--root", str(root), "--index", "2", "--out", str(out)]) == 0
     assert Image.open(out).size == IMAGE_SIZE
     route, n = str(ss.catalog["route"][0]), int(ss.catalog["route_num_frames"][0])
+    no_sets = tmp_path / "empty" / "data" / "carla_leaderboard2"
+    (no_sets / "data").mkdir(parents=True)
     capsys.readouterr()
     cases = [
         (["--root", str(root), "--key", "Nope/Route/0001"], "sample key 'Nope/Route/0001' is not in shard set"),
@@ -120,7 +122,7 @@ def test_inspect_cli_writes_png_and_prints_one_line_errors(built, tmp_path, caps
         (["--root", str(root), "--route", "NoSuchRoute", "--frame", "0"], "route 'NoSuchRoute' not found under"),
         (["--root", str(root), "--route", route, "--frame", str(n)],
          f"frame {n} is out of range: route {route} has {n} frames (0..{n - 1})"),
-        (["--root", str(root), "--collection", "full_posttrain"], "no shard set"),
+        (["--root", str(no_sets), "--collection", "full_posttrain"], "no shard set"),
         (["--root", str(root), "--route", route], f"--route {route} needs --frame N"),
     ]
     for argv, expected in cases:
@@ -130,6 +132,19 @@ def test_inspect_cli_writes_png_and_prints_one_line_errors(built, tmp_path, caps
     with pytest.raises(SystemExit):
         inspect_main(["--help"])
     assert "(default: full_pretrain)" in capsys.readouterr().out
+
+
+# issue 22, item 12: training plans full_posttrain over the pretrain set, so inspect shows that set
+def test_inspect_of_a_collection_without_its_own_set_shows_the_set_training_plans_it_over(built, tmp_path, capsys):
+    root, ss = built
+    assert not list((root / "shards").glob("full_posttrain-*"))
+    out = tmp_path / "post.png"
+    assert inspect_main(["--root", str(root), "--collection", "full_posttrain", "--index", "2", "--out", str(out)]) == 0
+    assert Image.open(out).size == IMAGE_SIZE
+    captured = capsys.readouterr()
+    assert captured.out == f"{out}\n"
+    assert captured.err == (f"note: collection 'full_posttrain' has no shard set of its own; showing {ss.path.name}, "
+                            f"the set training plans it over (its rows, keys and buckets)\n")
 
 
 def test_gallery_filters_by_bucket_and_renders_in_a_browser(built, tmp_path):
@@ -199,6 +214,27 @@ def test_report_names_each_dropped_route_with_its_reason(built, tmp_path, capsys
     err = capsys.readouterr().err
     assert err.startswith("python -m leadio.report: error: unknown collection 'no_such_collection'")
     assert err.count("\n") == 1
+
+
+# issue 22, item 12
+def test_report_of_a_root_where_every_route_is_dropped_lists_why(synth_root_template, tmp_path, capsys):
+    root = tmp_path / "data" / "carla_leaderboard2"
+    shutil.copytree(synth_root_template, root, ignore=shutil.ignore_patterns("catalog.zarr", "buckets", "shards"))
+    for results in sorted(root.glob("data/*/*/results.json")):
+        doc = json.loads(results.read_text())
+        results.write_text(json.dumps({**doc, "status": "Failed - Agent crashed"}))
+    out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
+    assert report_main(["--root", str(root), "--json", str(out_json), "--png", str(out_png)]) == 0
+    text = capsys.readouterr().out
+    routes = sorted(p.relative_to(root).as_posix() for p in root.glob("data/*/*"))
+    assert f"routes: {len(routes)} found, 0 kept, {len(routes)} dropped by LEAD's failed-route filter; no catalog, " \
+           f"no collection: there is nothing to train on" in text
+    for route in routes:
+        assert re.search(rf"^{re.escape(route)}\s+\d+\s+status 'Failed - Agent crashed'$", text, re.M), route
+    doc = json.loads(out_json.read_text())
+    assert [r["route"] for r in doc["routes"]["dropped"]] == routes and doc["collections"] == []
+    assert doc["routes"]["dropped_by_reason"] == {"status 'Failed - Agent crashed'": len(routes)}
+    assert Image.open(out_png).size[0] > 1000 and not (root / "catalog.zarr").exists()
 
 
 def test_benchmark_plot_caveats_and_png(tmp_path):

@@ -45,7 +45,7 @@ def test_resume_under_another_shuffle_is_refused_naming_both(shard_dir):
     it = iter(ld)
     next(it)
     state = ld.state_dict()
-    assert state["version"] == 2 and state["shuffle"] == {"algorithm": "block", "block_shards": 2}
+    assert state["version"] == 3 and state["shuffle"] == {"algorithm": "block", "block_shards": 2}
     with pytest.raises(ValueError, match=r"loader state has shuffle block\(block_shards=2\), this loader has uniform; "
                                          r"resume with the same shuffle \(e.g. open_dataset\(..., shuffle='block'\)\)"):
         _open(shard_dir).load_state_dict(state)
@@ -60,7 +60,7 @@ def test_resume_under_another_shuffle_is_refused_naming_both(shard_dir):
 def test_a_state_of_another_version_is_refused_naming_both(shard_dir):
     old = {"version": 1, "epoch": 0, "seed": 3, "batch_size": 4, "consumed": 8, "world_size": 1,
            "collection": "full_pretrain", "shard_set": shard_dir.name}
-    with pytest.raises(ValueError, match=r"loader state has version=1, this loader has 2; resume with the same "
+    with pytest.raises(ValueError, match=r"loader state has version=1, this loader has 3; resume with the same "
                                          r"version"):
         _open(shard_dir).load_state_dict(old)
 
