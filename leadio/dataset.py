@@ -40,6 +40,7 @@ from leadio.lead.batch import LeadBatches
 from leadio.loader_config import LoaderConfig, unknown_option_message
 from leadio.plan import EpochPlan, bucket_counts, global_sequence, rank_plan, resolve_shuffle
 from leadio.plan.shuffle import Shuffle
+from leadio.read import Deadline
 from leadio.schema import DEFAULT_KEYS, members_for_keys
 from leadio.shard.shardset import ShardSet, locate_shard_set, open_shard_set
 
@@ -358,7 +359,7 @@ class SampleDataset(torch.utils.data.Dataset):
 
 
 #: open_dataset's own options: where the data is, not how it is loaded (that is `LoaderConfig`).
-SOURCE_OPTIONS = ("collection", "root", "cache_dir", "cache_bytes", "verify")
+SOURCE_OPTIONS = ("collection", "root", "cache_dir", "cache_bytes", "verify", "deadline")
 
 
 def _resolve_collection(ss: ShardSet, collection, root: Path | None) -> BucketCollection:
@@ -404,7 +405,7 @@ def _resolve_config(config: LoaderConfig, ss: ShardSet) -> LoaderConfig:
 def open_dataset(source: str | Path | ShardSet, config: LoaderConfig | None = None, *,
                  collection: str | BucketCollection | None = None, root: str | Path | None = None,
                  cache_dir: str | Path | None = None, cache_bytes: int = 64 * 1024**3, verify: bool = True,
-                 **overrides) -> LeadLoader | LeadBatches:
+                 deadline: Deadline | None = None, **overrides) -> LeadLoader | LeadBatches:
     """Open a shard set for training.
 
     Args:
@@ -418,6 +419,8 @@ def open_dataset(source: str | Path | ShardSet, config: LoaderConfig | None = No
             there on first use, LRU-bounded to ``cache_bytes``; safe to share between workers, ranks and jobs.
         verify: compare every member read with the hash recorded at build time (a damaged shard is an error
             naming shard, sample and member, or a skipped sample with ``on_error="skip"``); ~0.2% of decoding.
+        deadline: the time limit of each request to a remote set (`leadio.read.Deadline`; default: 60 s plus
+            the request's size at 1 MiB/s); a request over it is retried, then an error.
         **overrides: `LoaderConfig` fields replacing ``config``'s (``batch_size=16, backend="cpu"``).
 
     Returns:
@@ -434,7 +437,8 @@ def open_dataset(source: str | Path | ShardSet, config: LoaderConfig | None = No
     config = replace(config, **overrides) if config is not None else LoaderConfig(**overrides)  # checks, no I/O
     shard_set, root = locate_shard_set(source, collection, root)  # a dataset root -> its shard set
     ss = shard_set if isinstance(shard_set, ShardSet) else open_shard_set(shard_set, root=root, cache_dir=cache_dir,
-                                                                          cache_bytes=cache_bytes, verify=verify)
+                                                                          cache_bytes=cache_bytes, verify=verify,
+                                                                          deadline=deadline)
     coll = _resolve_collection(ss, collection, root)
     config = _resolve_config(config, ss)
     loader = LeadLoader(ss, coll, config)

@@ -319,7 +319,7 @@ def _frames_changed(root: Path, manifest: dict, catalog: Catalog) -> list[str]:
 
 def open_shard_set(path: str | Path, *, root: str | Path | None = None, check_routes: bool | str = "quick",
                    cache_dir: str | Path | None = None, cache_bytes: int = 64 * 1024**3,
-                   verify: bool = True) -> ShardSet:
+                   verify: bool = True, deadline: Deadline | None = None) -> ShardSet:
     """Open the shard set at ``path`` after checking that it is complete and current.
 
     Args:
@@ -335,13 +335,15 @@ def open_shard_set(path: str | Path, *, root: str | Path | None = None, check_ro
         cache_dir, cache_bytes: session cache for a remote set (an http(s) or fsspec URL): the manifest and
             catalog are fetched at once, shards on first use, LRU-bounded to ``cache_bytes``.
         verify: check every member read against its recorded hash (see the module docstring).
+        deadline: the time limit of each request to a remote set (`leadio.read.Deadline`; default: 60 s plus the
+            request's size at 1 MiB/s).
 
     Raises:
         ShardSetError: no manifest (the build did not finish) or an unreadable one.
         StaleShardSetError: the pipeline or the routes changed since the build.
     """
     if _is_remote(path):
-        local, manifest, cache, identity = _open_remote(str(path), cache_dir, cache_bytes)
+        local, manifest, cache, identity = _open_remote(str(path), cache_dir, cache_bytes, deadline)
         config = _check_pipeline(local, manifest, None)
         fix = f"rebuild the set where it is stored and reopen {path}"
         catalog = _load_set_catalog(local, fix)

@@ -29,7 +29,6 @@ from remote_read import read_all
 
 from leadio import read
 from leadio.read import Deadline, ReadError, copy_into, read_range
-from leadio.session_cache import SessionCache
 from leadio.shard.shardset import ShardSetError, open_shard_set
 
 FAST = Deadline(base_s=0.3, min_rate=1e9)  # a trickling server (1 byte/s) is over it within 0.3 s
@@ -136,9 +135,8 @@ def test_a_trickling_shard_download_is_refused_by_the_loader_and_stores_nothing(
     url, server, _ = served
     from leadio.dataset import open_dataset
 
-    ss = open_shard_set(url, cache_dir=tmp_path / "cache", cache_bytes=64 << 20)
-    ss.cache = SessionCache(tmp_path / "cache", 64 << 20, deadline=FAST)  # the knob a slow link would turn up
-    loader = open_dataset(ss, batch_size=2, backend="cpu", keys=["targets"], num_workers=0)
+    loader = open_dataset(url, cache_dir=tmp_path / "cache", cache_bytes=64 << 20, deadline=FAST,  # the user's knob
+                          batch_size=2, backend="cpu", keys=["targets"], num_workers=0)
     server.mode = "trickle"
     started = time.monotonic()
     with pytest.raises(ShardSetError) as e:
