@@ -51,8 +51,9 @@ class StandIn(torch.nn.Module):
         return losses
 
 
-def train(shard_set: Path, collection: str, epochs: int, *, stop_after: int | None = None, state=None):
-    loader = leadio.open_dataset(shard_set, collection=collection, output="lead", batch_size=4, backend="cpu",
+def train(carla_root: Path, collection: str, epochs: int, *, stop_after: int | None = None, state=None):
+    # the dataset root (the reference's config.carla_root): leadio opens its shard set that serves the collection
+    loader = leadio.open_dataset(carla_root, collection=collection, output="lead", batch_size=4, backend="cpu",
                                  seed=0)  # rank and world size from torch.distributed / RANK, WORLD_SIZE
     if state is not None:
         loader.load_state_dict(state)
@@ -80,10 +81,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="leadio-example-") as tmp:
         root = Path(tmp) / "data" / "carla_leaderboard2"
         generate_root(root, num_routes=2, frames_per_route=20, seed=0, workers=1, progress=False)
-        shard_set = build_shard_set(root, "full_pretrain", workers=1, progress=False).set_dir
-        state = train(shard_set, "full_pretrain", epochs=2, stop_after=2)  # "crash" mid-epoch 0
-        train(shard_set, "full_pretrain", epochs=2, state=state)  # continue_failed_training
-        train(shard_set, "full_posttrain", epochs=1)  # post-training: planning keys present
+        build_shard_set(root, "full_pretrain", workers=1, progress=False)  # the reference's persistent_cache step
+        state = train(root, "full_pretrain", epochs=2, stop_after=2)  # "crash" mid-epoch 0
+        train(root, "full_pretrain", epochs=2, state=state)  # continue_failed_training
+        train(root, "full_posttrain", epochs=1)  # post-training: planning keys present
     return 0
 
 

@@ -4,16 +4,18 @@ reference's ``config.json``.
 Sources, lowest priority first (as LEAD's ``initialize_config``): the defaults; with ``load_file``, the
 ``config.json`` beside it (or, with ``continue_failed_training``, the logdir's own); the environment variable
 ``LEAD_TRAINING_CONFIG`` (space-separated ``key=value``); the command line. Overrides are parsed against each
-field's type (``epochs=3``, ``log_wandb=true``, ``load_file=null``, ``epoch_checkpoints_keep=[7,15]``).
+field's type (``epochs=3``, ``log_wandb=true``, ``load_file=null``, ``epoch_checkpoints_keep=[7,15]``). An
+unknown key on the command line or in ``LEAD_TRAINING_CONFIG`` is an error that suggests the closest key (a typo
+must not start a 31-epoch run with the defaults).
 
 Keys are leadtrain's fields plus the TFv6 model options (`leadtrain.models.tfv6.TFv6Config`, reference names),
 flat.
 A ``config.json`` written by the reference is understood: keys leadtrain implements keep their meaning (aliases:
 ``carla_root`` = ``root``, ``use_sensor_perburtation_prob`` = ``perturbation_rate``,
 ``use_mixed_precision_training``), derived keys are checked against ours, options this port does not implement
-are refused unless at their default, and every other key is listed once in a warning. On the command line an
-unknown key is an error (a typo must not pass silently). The saved ``<logdir>/config.json`` holds every key under
-the reference's names (plus leadtrain's own), so the reference agent can build the model from it.
+are refused unless at their default, and every other key is listed once in a warning. The saved
+``<logdir>/config.json`` holds every key under the reference's names (plus leadtrain's own), so the reference
+agent can build the model from it.
 
 A new phase does not inherit the old one's phase-specific keys: with ``load_file``, ``continue_failed_training``
 is never inherited, and when ``use_planning_decoder`` differs from the inherited value, ``collection`` and
@@ -34,6 +36,7 @@ flat JSON config that uses none of its nesting, interpolation or YAML. Ours type
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import logging
 import os
@@ -42,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from leadtrain.models import MODELS
+from leadtrain.models.precision import PRECISIONS
 from leadtrain.models.tfv6.config import DERIVED, UNSUPPORTED, TFv6Config
 
 __all__ = ["ConfigError", "TrainingConfig", "detect_mixed_precision", "parse_overrides"]
@@ -65,6 +69,8 @@ class TrainingConfig:
     perturbation_rate: float = 0.5                   # reference: use_sensor_perburtation_prob
     num_workers: int = 4                             # decode threads per process (leadio.engine)
     backend: str = "auto"                            # leadio decode backend: auto | cpu | dali
+    on_error: str = "raise"                          # an unreadable sample: raise (naming shard, sample, the
+                                                     # rebuild command) | skip (counted, logged each epoch)
     # optimisation (LEAD: AdamW amsgrad, cosine warm restarts with T_0 = steps per epoch, T_mult 2)
     batch_size: int = 64                             # global batch; each of N processes takes batch_size // N
     epochs: int = 31
@@ -72,6 +78,8 @@ class TrainingConfig:
     weight_decay: float = 0.01
     seed: int = 0
     mixed_precision: str = "auto"                    # auto (bf16 where supported, else no) | bf16 | fp16 | no
+    precision: str = "reference"                     # with mixed precision: reference (its casts, fp32 norms) |
+                                                     # autocast (autocast alone); leadtrain.models.precision
     max_steps_per_epoch: int = 0                     # 0 = the whole epoch (a cap for smoke runs)
     compile: bool = False                            # torch.compile the model (inductor; any device)
     channel_last: bool = False                       # channels_last weights (and TFv6 encoder inputs)
@@ -116,7 +124,9 @@ class TrainingConfig:
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.lr > 0, "lr must be > 0"),
             (self.mixed_precision in ("auto", "bf16", "fp16", "no"), "mixed_precision must be auto|bf16|fp16|no"),
+            (self.precision in PRECISIONS, f"precision must be {'|'.join(PRECISIONS)}"),
             (self.backend in ("auto", "cpu", "dali"), "backend must be auto|cpu|dali"),
+            (self.on_error in ("raise", "skip"), "on_error must be raise|skip"),
             (self.model != "leadtrain", "model 'leadtrain' is now called 'compact'"),
             (self.model in MODELS or self.model == "leadtrain", f"model must be {'|'.join(MODELS)}|auto"),
             (self.model_size in ("tiny", "small", "reference"), "model_size must be tiny|small|reference"),
@@ -186,12 +196,15 @@ class TrainingConfig:
         ``config.json`` (see the module docstring for the order)."""
         cli = parse_overrides(argv)
         env_text = (os.environ if environ is None else environ).get(ENV_KEY, "").strip()
-        env = parse_overrides(env_text.split(), source=ENV_KEY, strict=False) if env_text else {}
+        env = parse_overrides(env_text.split(), source=ENV_KEY) if env_text else {}
         given = {**env, **cli}
         merged = {**(defaults or {}), **given}
         inherited: dict = {}
-        if merged.get("continue_failed_training") and merged.get("logdir", "auto") != "auto":
-            beside = Path(merged["logdir"]) / "config.json"  # a resumed run keeps its own config
+        if merged.get("continue_failed_training"):
+            logdir = merged.get("logdir", "auto")
+            if logdir == "auto":  # the phase's default logdir (see __post_init__)
+                logdir = f"outputs/local_training/{'posttrain' if merged.get('use_planning_decoder') else 'pretrain'}"
+            beside = Path(logdir) / "config.json"  # a resumed run keeps its own config
             if beside.exists():
                 inherited = _normalise(json.loads(beside.read_text()), str(beside), strict=False)
         elif merged.get("load_file"):
@@ -274,14 +287,16 @@ def parse_overrides(argv: list[str], source: str = "command line", strict: bool 
         key, eq, raw = arg.partition("=")
         key = key.strip().lstrip("-").replace("-", "_")
         key = _ALIASES.get(key, key)
+        where = "" if source == "command line" else f"{source}: "
         if not eq:
-            raise ConfigError(f"argument {arg!r} is not key=value; valid keys: {sorted(defaults)}")
+            raise ConfigError(f"{where}argument {arg!r} is not key=value{_did_you_mean(key, defaults)} "
+                              f"({HELP_HINT})")
         if key not in defaults:
             if key in UNSUPPORTED or key == "use_mixed_precision_training":
                 out.update(_normalise({key: _parse_value(raw, True, key)}, source, strict=True))
                 continue
             if strict:
-                raise ConfigError(f"unknown key {key!r}; valid keys: {sorted(defaults)}")
+                raise ConfigError(f"{where}unknown key {key!r}{_did_you_mean(key, defaults)} ({HELP_HINT})")
             unknown.append(key)
             continue
         default = defaults[key]
@@ -294,6 +309,17 @@ def parse_overrides(argv: list[str], source: str = "command line", strict: bool 
         log.warning("%s: %d keys leadtrain does not implement are ignored: %s", source, len(unknown),
                     ", ".join(sorted(unknown)))
     return out
+
+
+HELP_HINT = "python leadtrain/pretrain.py --help lists every key"
+
+
+def _did_you_mean(key: str, valid: dict[str, Any]) -> str:
+    """``; did you mean 'epochs'?`` for the closest valid key(s), or nothing when none is close."""
+    close = difflib.get_close_matches(key, list(valid), n=3, cutoff=0.75)
+    if not close:
+        close = [k for k in valid if len(key) >= 4 and (k.startswith(key) or key.startswith(k))][:3]
+    return f"; did you mean {' or '.join(repr(k) for k in close)}?" if close else ""
 
 
 def _parse_value(raw: str, default: Any, key: str) -> Any:

@@ -3,12 +3,17 @@
 ``run(cfg)`` trains for ``cfg.epochs`` epochs: pre-training (perception losses) or, with
 ``use_planning_decoder=true``, post-training (perception + planning). It reads top to bottom:
 
-- `setup`: the accelerator, the logdir, the loader, the model of ``cfg.model`` (a row of `leadtrain.models.MODELS`:
-  the loop knows no model by name), the optimizer and the schedule, prepared by Accelerate;
+- `setup`: the accelerator, the loader, the model of ``cfg.model`` (a row of `leadtrain.models.MODELS`: the loop
+  knows no model by name), ``load_file``, the optimizer and the schedule, prepared by Accelerate;
 - `restore`: with ``continue_failed_training=true``, the latest complete state (model, optimizer, scheduler,
   scaler, RNG and the data stream's position), so a killed run ends with the same weights as an uninterrupted one;
-- `train_epoch`, per epoch: `train_step` per batch, `log_step` every ``log_scalars_frequency`` steps, a picture
-  every ``log_images_frequency`` steps, the resume state when due, and the epoch's checkpoint (`end_epoch`).
+  a changed ``lr``/``weight_decay`` is applied (said once), a changed number of steps per epoch refused;
+- `commit_logdir`: only now, with everything above done, the logdir and the pictures folder are touched (a fresh
+  run sets the previous run's files aside, then writes config.json), so a failed start leaves both as they were;
+  `startup_summary` says what is about to run;
+- `train_epoch`, per epoch: `train_step` per batch, `log_step` every ``log_scalars_frequency`` steps and on the
+  epoch's last step, a picture every ``log_images_frequency`` steps, the resume state when due, and the epoch's
+  checkpoint and ``epoch/*`` scalars (`end_epoch`).
 
 Each process reads its own exact share of every epoch from leadio (equal batch counts on every rank, so DDP never
 hangs); the loader is not wrapped by Accelerate. Checkpoints follow LEAD's layout (`leadtrain.checkpoint`).
@@ -20,8 +25,13 @@ non-finite loss is therefore noticed on the next logged step, resume save or epo
 error names the first step it happened at (tracked on the device, `NonFiniteWatch`); no checkpoint is written
 after it.
 
-Logged every ``log_scalars_frequency`` steps on rank 0 (TensorBoard, W&B when enabled): every loss of that step,
-the learning rate, samples/s, the data stall (share of step time spent waiting for the next batch) and memory.
+Logged every ``log_scalars_frequency`` steps and on each epoch's last step, on rank 0 (TensorBoard, W&B when
+enabled): every loss of that step, ``metric/*`` (the model's own, else waypoint and route ADE/FDE for any model
+that predicts them), the learning rate, samples/s, the data stall (share of step time spent waiting for the next
+batch) and memory; per epoch ``epoch/*``: mean loss, seconds, samples/s, data stall, samples skipped.
+
+An unreadable sample raises with ``on_error=raise`` (the error names shard, sample and the command that rebuilds
+the set); with ``on_error=skip`` the loader substitutes it, and the skips are counted and logged each epoch.
 """
 
 from __future__ import annotations
@@ -45,22 +55,31 @@ from leadio.dataset import open_dataset
 from leadio.files import atomic_write_bytes
 from leadio.format import dataset_config_for_root
 from leadio.shard import shard_set_dir
+from leadio.shard.shardset import ShardSetError
 from leadtrain.checkpoint import (
+    EPOCH_FILES,
+    DamagedCheckpointError,
+    fit_state_dict,
     latest_epoch_checkpoint,
+    load_checkpoint_file,
     load_model_file,
     load_resume_state,
     prune_epoch_files,
+    resume_summary,
     save_epoch_checkpoint,
     save_resume_state,
     set_aside_previous_run,
+    verify_checkpoint_file,
 )
 from leadtrain.config import TrainingConfig, detect_mixed_precision
 from leadtrain.models import MODELS, ModelSpec
+from leadtrain.models.precision import weighted_sum
 from leadtrain.viz import render_sample, save_png
 
 __all__ = ["MetricsLogger", "NonFiniteWatch", "RunResult", "StepOutput", "TrainState", "Window", "build_model",
-           "compiled", "draw_step", "end_epoch", "log_step", "restore", "resume_due", "run", "save_resume", "setup",
-           "to_channels_last", "train_epoch", "train_step"]
+           "commit_logdir", "compiled", "draw_step", "end_epoch", "log_step", "planning_metrics", "restore",
+           "resume_due", "run", "save_resume", "setup", "startup_summary", "to_channels_last", "train_epoch",
+           "train_step"]
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +205,7 @@ class RunResult:
     seconds_per_epoch: list[float]
     data_stall_pct: float
     final_losses: dict[str, float]
+    main: bool = True  # this process is rank 0 (the one that reports)
 
 
 @dataclass
@@ -218,6 +238,7 @@ class TrainState:
     weights: dict[str, float]  # normalised loss weights (`ModelSpec.loss_weights`)
     steps_per_epoch: int  # the first epoch's steps: T_0 of the cosine schedule, LEAD's step count
     per_rank: int  # samples per process and step
+    loss_dtype: torch.dtype | None = None  # what the weighted losses are summed in (`ModelSpec.set_precision`)
     logger: MetricsLogger | None = None
     epoch: int = 0  # the epoch to train next
     step_in_epoch: int = 0
@@ -230,6 +251,10 @@ class TrainState:
     last_losses: dict[str, float] = field(default_factory=dict)
     last_resume: float = field(default_factory=time.monotonic)
     nonfinite: NonFiniteWatch = field(default_factory=NonFiniteWatch)
+    epoch_loss: Tensor | None = None  # sum of this epoch's total losses, on the device
+    epoch_steps: int = 0
+    skipped_before: int = 0  # the loader's skipped samples before this epoch (on_error=skip)
+    resumed_from: str = ""  # what `restore` continued from, for the start-up summary
 
     @property
     def main(self) -> bool:
@@ -242,6 +267,11 @@ class TrainState:
     @property
     def phase(self) -> str:
         return "posttrain" if self.cfg.use_planning_decoder else "pretrain"
+
+    @property
+    def viz_dir(self) -> Path:
+        """This phase's pictures: ``<viz_dir>/<phase>/`` (a fresh run sets the earlier ones aside)."""
+        return Path(self.cfg.viz_dir) / self.phase
 
     @property
     def stall_pct(self) -> float:
@@ -259,20 +289,6 @@ class TrainState:
 
 
 # ---- set-up ----------------------------------------------------------------------------------------------------
-def _prepare_logdir(cfg: TrainingConfig, main: bool) -> None:
-    """A fresh run sets the previous run's files aside and writes its config (a resume does so in `restore`)."""
-    logdir = Path(cfg.logdir)
-    if not main:
-        return
-    logdir.mkdir(parents=True, exist_ok=True)
-    if cfg.continue_failed_training:
-        return
-    if moved := set_aside_previous_run(logdir):
-        log.warning("fresh run in %s: moved the previous run's %d files (%s) to %s", logdir, len(moved),
-                    ", ".join(moved[:4]) + (", ..." if len(moved) > 4 else ""), logdir / "previous_run")
-    cfg.save(logdir)
-
-
 def _open_loader(cfg: TrainingConfig, per_rank: int, world: int, rank: int):
     root = Path(cfg.root)
     set_dir = shard_set_dir(root, cfg.shard_collection, dataset_config_for_root(root))
@@ -282,7 +298,8 @@ def _open_loader(cfg: TrainingConfig, per_rank: int, world: int, rank: int):
     cuda = torch.cuda.is_available()
     return open_dataset(set_dir, collection=cfg.collection, keys=PERCEPTION_KEYS, batch_size=per_rank,
                         backend=cfg.backend, world_size=world, rank=rank, seed=cfg.seed, num_workers=cfg.num_workers,
-                        perturbation_rate=cfg.perturbation_rate, pin_memory=cuda, device="cuda" if cuda else None)
+                        perturbation_rate=cfg.perturbation_rate, on_error=cfg.on_error, pin_memory=cuda,
+                        device="cuda" if cuda else None)
 
 
 def _log_loaded(info: dict, path: Path, what: str) -> None:
@@ -292,7 +309,9 @@ def _log_loaded(info: dict, path: Path, what: str) -> None:
 
 
 def setup(cfg: TrainingConfig) -> TrainState:
-    """Accelerator, logdir, loader, model (``load_file`` loaded), AdamW and the cosine schedule, prepared."""
+    """Accelerator, loader, model (``load_file`` loaded), AdamW and the cosine schedule, prepared. Writes
+    nothing: any mistake found here (a missing shard set or ``load_file``, an unknown collection, a batch larger
+    than the data, missing ImageNet weights) leaves the logdir as it was (`commit_logdir` comes later)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -302,19 +321,21 @@ def setup(cfg: TrainingConfig) -> TrainState:
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {world} processes")
     per_rank = cfg.batch_size // world
-    _prepare_logdir(cfg, accelerator.is_main_process)
     set_seed(cfg.seed)
     loader = _open_loader(cfg, per_rank, world, rank)
     spec = MODELS[cfg.model]
     weights = spec.loss_weights(cfg)  # a bad loss_weights key fails here, before any step
-    model = spec.build(cfg)
+    with accelerator.main_process_first():  # weights fetched into a cache: the main process first, then the rest
+        model = spec.build(cfg)
     if cfg.load_file and not cfg.continue_failed_training:  # post-training: the planner is new
         _log_loaded(load_model_file(model, Path(cfg.load_file), "load_file"), Path(cfg.load_file), "load_file")
+    loss_dtype = spec.set_precision(model, cfg.precision, str(accelerator.mixed_precision))
     model = to_channels_last(cfg, model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=True,
                                   fused=torch.cuda.is_available() or None)
     state = TrainState(cfg=cfg, spec=spec, accelerator=accelerator, loader=loader, model=model, core=model,
-              optimizer=optimizer, scheduler=None, weights=weights, steps_per_epoch=0, per_rank=per_rank)
+                       optimizer=optimizer, scheduler=None, weights=weights, steps_per_epoch=0, per_rank=per_rank,
+                       loss_dtype=loss_dtype)
     state.steps_per_epoch = state.steps_in(0)
     if state.steps_per_epoch == 0:
         raise ValueError(f"collection {cfg.collection!r} gives fewer than one batch of {per_rank} samples per "
@@ -324,54 +345,180 @@ def setup(cfg: TrainingConfig) -> TrainState:
     state.model, state.optimizer = accelerator.prepare(model, optimizer)
     state.model = compiled(cfg, state.model)
     state.core = accelerator.unwrap_model(state.model, keep_torch_compile=False)
+    state.skipped_before = loader.stats.skipped
     return state
 
 
 # ---- restore -----------------------------------------------------------------------------------------------------
-def _epoch_files_state(logdir: Path) -> dict | None:
-    """The newest complete epoch files as a resume state (a run killed before any ``resume/``, or the reference's
-    checkpoints): training continues at the next epoch's start."""
-    latest = latest_epoch_checkpoint(logdir)
-    if latest is None:
-        return None
-    e = latest[0]
-    skipped = int((logdir / f"gradient_steps_skipped_{e:04d}.txt").read_text())
-    return {"weights_from_epoch": e, "epoch": e + 1, "step_in_epoch": 0, "skipped": skipped}
+def _complete_epoch(logdir: Path, epoch: int | None) -> bool:
+    return epoch is not None and all((logdir / f"{n}_{epoch:04d}.pth").exists() for n in EPOCH_FILES)
+
+
+def _epoch_files_state(logdir: Path, epoch: int | None = None) -> dict | None:
+    """Epoch ``epoch``'s files (default: the newest complete ones) as a resume state (a run killed before any
+    ``resume/``, a damaged ``resume/``, or the reference's checkpoints): training continues at the next epoch's
+    start."""
+    if not _complete_epoch(logdir, epoch):
+        latest = latest_epoch_checkpoint(logdir)
+        if latest is None:
+            return None
+        epoch = latest[0]
+    skipped_file = logdir / f"gradient_steps_skipped_{epoch:04d}.txt"
+    verify_checkpoint_file(skipped_file)
+    return {"weights_from_epoch": epoch, "epoch": epoch + 1, "step_in_epoch": 0,
+            "skipped": int(skipped_file.read_text())}
+
+
+def _saved_state(state: TrainState) -> dict | None:
+    """``<logdir>/resume`` or, without it or when it is damaged (saying so), the epoch files."""
+    logdir = state.logdir
+    try:
+        saved = load_resume_state(logdir)
+    except DamagedCheckpointError as e:
+        where = resume_summary(logdir)
+        saved = _epoch_files_state(logdir, where.get("weights_from_epoch"))
+        if state.main:
+            lost = (f"; the first {where['step_in_epoch']} steps of epoch {where['epoch']} are trained again"
+                    if where.get("step_in_epoch") else "")
+            instead = (f"the epoch files it points at, {EPOCH_FILES[0]}_{saved['weights_from_epoch']:04d}.pth and "
+                       f"its siblings (training continues at the start of epoch {saved['epoch']}{lost})"
+                       if saved else "none are there: starting from scratch")
+            log.warning("continue_failed_training: %s; continuing from %s", e, instead)
+        return saved
+    return saved if saved is not None else _epoch_files_state(logdir)
+
+
+def _apply_changed_hyperparameters(state: TrainState) -> None:
+    """The saved optimizer and schedule carry ``lr``, ``weight_decay`` and the schedule's period (steps per
+    epoch). A changed ``lr`` or ``weight_decay`` is applied from the next step on (the schedule keeps its
+    position), said once; a changed period is refused: it comes from ``batch_size``, ``max_steps_per_epoch`` and
+    the number of processes, and the saved schedule and data position only fit the old one."""
+    cfg, scheduler, optimizer = state.cfg, state.scheduler, state.optimizer
+    if scheduler.T_0 != state.steps_per_epoch:
+        raise ValueError(f"continue_failed_training: this run has {state.steps_per_epoch} steps per epoch, the "
+                         f"saved one {scheduler.T_0} (its cosine schedule's period); continue with the batch_size, "
+                         f"max_steps_per_epoch and number of processes it ran with (see {state.logdir}/config.json), "
+                         f"or start a fresh run")
+    changed = []
+    saved_lr = scheduler.base_lrs[0]
+    if not math.isclose(saved_lr, cfg.lr, rel_tol=1e-9):
+        scheduler.base_lrs = [cfg.lr] * len(scheduler.base_lrs)
+        position = (1 + math.cos(math.pi * scheduler.T_cur / scheduler.T_i)) / 2
+        for group in optimizer.param_groups:
+            group["initial_lr"] = cfg.lr
+            group["lr"] = scheduler.eta_min + (cfg.lr - scheduler.eta_min) * position
+        changed.append(f"lr {saved_lr:g} -> {cfg.lr:g}")
+    saved_wd = optimizer.param_groups[0]["weight_decay"]
+    if not math.isclose(saved_wd, cfg.weight_decay, rel_tol=1e-9):
+        for group in optimizer.param_groups:
+            group["weight_decay"] = cfg.weight_decay
+        changed.append(f"weight_decay {saved_wd:g} -> {cfg.weight_decay:g}")
+    if changed and state.main:
+        log.warning("continue_failed_training: applied the changed %s from the next step on (the saved optimizer "
+                    "had the old value; the cosine schedule keeps its position)", ", ".join(changed))
 
 
 def restore(state: TrainState) -> None:
     """``continue_failed_training=true``: load ``<logdir>/resume`` (mid-epoch: everything; at an epoch end: RNG,
-    loader and counters, the weights from that epoch's files) or, without it, the newest complete epoch files;
-    then write config.json (a refused resume leaves the logdir's config.json as it was)."""
+    loader and counters, the weights from that epoch's files) or, without it, the newest complete epoch files.
+    Every file is checked against its checksum; nothing is written (a refused resume leaves the logdir as it
+    was)."""
     cfg, logdir = state.cfg, state.logdir
     if not cfg.continue_failed_training:
         return
-    saved = load_resume_state(logdir) or _epoch_files_state(logdir)
+    saved = _saved_state(state)
     if saved is None:
-        log.warning("continue_failed_training=true but %s holds no checkpoint: starting from scratch", logdir)
+        if state.main:
+            log.warning("continue_failed_training=true but %s holds no checkpoint: starting from scratch", logdir)
+        state.resumed_from = f"nothing ({logdir} holds no checkpoint): from scratch"
+        return
+    if "weights_from_epoch" in saved:  # the weights are that epoch's files
+        e = saved["weights_from_epoch"]
+        path = logdir / f"model_{e:04d}.pth"
+        info = load_model_file(state.core, path, "continue_failed_training", strict=True)
+        if state.main:
+            _log_loaded(info, path, "continue_failed_training")
+        saved.update({n: load_checkpoint_file(logdir / f"{n}_{e:04d}.pth") for n in EPOCH_FILES[1:]})
+        source = str(path)
     else:
-        source = logdir / "resume" if "rng_cpu" in saved else logdir / f"model_{saved['weights_from_epoch']:04d}.pth"
-        if "weights_from_epoch" in saved:  # the weights are that epoch's files
-            e = saved["weights_from_epoch"]
-            path = logdir / f"model_{e:04d}.pth"
-            _log_loaded(load_model_file(state.core, path, "continue_failed_training"), path, "continue_failed_training")
-            saved.update({n: torch.load(logdir / f"{n}_{e:04d}.pth", map_location="cpu", weights_only=True)
-                          for n in ("optimizer", "scheduler", "scaler")})
-        else:
-            state.core.load_state_dict(saved["model"])
-        state.optimizer.load_state_dict(saved["optimizer"])
-        state.scheduler.load_state_dict(saved["scheduler"])
-        if state.accelerator.scaler is not None and saved.get("scaler"):
-            state.accelerator.scaler.load_state_dict(saved["scaler"])
-        if "rng_cpu" in saved:  # a resume state (not bare epoch files): RNG and the data stream too
-            torch.set_rng_state(saved["rng_cpu"])
-            if torch.cuda.is_available() and saved.get("rng_cuda") is not None:
-                torch.cuda.set_rng_state(saved["rng_cuda"])
-            state.loader.load_state_dict(saved["loader"])
-        state.epoch, state.step_in_epoch, state.skipped = saved["epoch"], saved["step_in_epoch"], saved["skipped"]
-        log.info("continuing from %s: epoch %d, step %d", source, state.epoch, state.step_in_epoch)
+        fit_state_dict(state.core, saved["model"], f"continue_failed_training={logdir / 'resume'}", strict=True)
+        source = str(logdir / "resume")
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    if state.accelerator.scaler is not None and saved.get("scaler"):
+        state.accelerator.scaler.load_state_dict(saved["scaler"])
+    _apply_changed_hyperparameters(state)
+    if "rng_cpu" in saved:  # a resume state (not bare epoch files): RNG and the data stream too
+        state.loader.load_state_dict(saved["loader"])  # a ValueError if the data changed: before any RNG is set
+        torch.set_rng_state(saved["rng_cpu"])
+        if torch.cuda.is_available() and saved.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(saved["rng_cuda"])
+    state.epoch, state.step_in_epoch, state.skipped = saved["epoch"], saved["step_in_epoch"], saved["skipped"]
+    state.resumed_from = f"{source}: epoch {state.epoch}, step {state.step_in_epoch}"
     if state.main:
-        cfg.save(logdir)
+        log.info("continuing from %s", state.resumed_from)
+
+
+# ---- the logdir, and what is about to run ----------------------------------------------------------------------
+def commit_logdir(state: TrainState) -> list[str]:
+    """After a successful `setup` and `restore`: a fresh run sets the previous run's files (checkpoints, events,
+    resume state, checksums and its config.json) aside into ``<logdir>/previous_run/`` and its pictures into
+    ``<viz_dir>/<phase>/previous_run/``; then config.json is written. Returns what was set aside (main process)."""
+    notes: list[str] = []
+    if state.main:
+        state.logdir.mkdir(parents=True, exist_ok=True)
+        if not state.cfg.continue_failed_training:
+            for folder, (moved, aside) in ((state.logdir, set_aside_previous_run(state.logdir)),
+                                           (state.viz_dir, set_aside_previous_run(state.viz_dir, ("*.png",), ()))):
+                if moved:
+                    names = ", ".join(moved[:3]) + (", ..." if len(moved) > 3 else "")
+                    notes.append(f"fresh run: the previous run's {len(moved)} file{'s' if len(moved) != 1 else ''} "
+                                 f"in {folder} ({names}) moved to {aside}")
+        state.cfg.save(state.logdir)
+    state.accelerator.wait_for_everyone()
+    return notes
+
+
+PRECISION = {"no": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast with a grad scaler"}
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.2f} M" if n >= 10_000 else str(n)
+
+
+def startup_summary(state: TrainState, notes: list[str] = ()) -> list[str]:
+    """What is about to run, one fact per line: model and parameters, encoders, precision and processes, data
+    root, shard set and collection, samples and steps per epoch, epochs, loader backend and decode threads,
+    logdir, pictures, and where training starts."""
+    cfg, loader, acc = state.cfg, state.loader, state.accelerator
+    params = sum(p.numel() for p in state.core.parameters())
+    trainable = sum(p.numel() for p in state.core.parameters() if p.requires_grad)
+    encoders = getattr(state.core, "encoder_implementation", None) or (  # the model's own word, else looked up
+        "timm" if any(type(m).__module__.startswith("timm.") for m in state.core.modules()) else "built-in")
+    world = acc.num_processes
+    batches = loader.batches_in_epoch(state.epoch)
+    steps = state.steps_in(state.epoch)
+    capped = f" (max_steps_per_epoch={cfg.max_steps_per_epoch} of {batches})" if steps < batches else ""
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    start = state.resumed_from or (f"load_file={cfg.load_file}" if cfg.load_file else "fresh weights")
+    lines = [
+        f"{state.phase}: model {cfg.model}" + (f" (model_size={cfg.model_size}; model=tfv6 trains the reference's "
+                                              f"TransFuser v6)" if cfg.model != "tfv6" else ""),
+        f"parameters: {_millions(params)} ({_millions(trainable)} trainable); encoders: {encoders}",
+        f"precision: {PRECISION.get(str(acc.mixed_precision), acc.mixed_precision)} (mixed_precision="
+        f"{cfg.mixed_precision}{'' if acc.mixed_precision == 'no' else f', precision={cfg.precision}'}) on "
+        f"{device}, {world} process{'es' if world > 1 else ''}; batch "
+        f"{cfg.batch_size} ({state.per_rank} per process)",
+        f"data: root {cfg.root}, shard set {loader.shard_set.path}, collection {loader.collection.name}",
+        f"per epoch: {batches * cfg.batch_size} samples, {steps} step{'s' if steps != 1 else ''}{capped}",
+        f"epochs: {state.epoch} to {cfg.epochs - 1} ({cfg.epochs - state.epoch} of {cfg.epochs}), starting from "
+        f"{start}",
+        f"loader: backend {loader.backend}, {loader.num_workers} decode threads per process, on_error={cfg.on_error}",
+        f"logdir: {state.logdir}; pictures: "
+        f"{state.viz_dir if cfg.visualize_training else 'off (visualize_training=false)'}",
+        *notes,
+    ]
+    return lines
 
 
 # ---- resume states -----------------------------------------------------------------------------------------------
@@ -402,6 +549,25 @@ def resume_due(state: TrainState) -> bool:
 
 
 # ---- training ----------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def planning_metrics(pred: dict[str, Any], batch: dict[str, Tensor], metrics: dict) -> None:
+    """``metric/{waypoints,route}_{ade,fde}`` (m, L2; over the samples with targets) from the visualiser's names
+    of the predictions (`ModelSpec.viz`) and the leadio batch, for a model that predicts them and did not report
+    them itself (the compact model; TFv6 reports its own, as the reference does)."""
+    valid = batch["has_targets"].reshape(-1) > 0.5 if "has_targets" in batch else None
+    for name in ("waypoints", "route"):
+        if f"metric/{name}_ade" in metrics or pred.get(name) is None or name not in batch:
+            continue
+        p = pred[name].detach().float()
+        t = batch[name].float()[:, : p.shape[1]]
+        ok = torch.isfinite(t).flatten(1).all(1) & (valid if valid is not None else True)
+        if not bool(ok.any()):
+            continue
+        err = (p[ok] - t[ok]).norm(dim=-1)
+        metrics[f"metric/{name}_ade"] = float(err.mean())
+        metrics[f"metric/{name}_fde"] = float(err[:, -1].mean())
+
+
 def train_step(state: TrainState, batch: dict[str, Tensor], metrics: dict | None) -> StepOutput:
     """Forward, weighted losses, backward, optimizer and scheduler step; no host sync (``metrics``: a dict to
     fill on logged steps)."""
@@ -410,9 +576,12 @@ def train_step(state: TrainState, batch: dict[str, Tensor], metrics: dict | None
         data = spec.prepare(cfg, batch)
         pred = spec.forward(cfg, state.model, data)
         losses = spec.losses(state.core, pred, data, metrics)
-        scaled = {k: state.weights[k] * v.float() for k, v in losses.items()}
-        total = sum(scaled.values())
+        scaled, total = weighted_sum(losses, state.weights, state.loss_dtype)
+    if metrics is not None:
+        planning_metrics(spec.viz(pred), batch, metrics)
     state.nonfinite.update(state.epoch, state.step_in_epoch, total, losses)
+    state.epoch_loss = total.detach().float() + (0.0 if state.epoch_loss is None else state.epoch_loss)
+    state.epoch_steps += 1
     state.optimizer.zero_grad(set_to_none=True)
     state.accelerator.backward(total)
     state.optimizer.step()
@@ -425,8 +594,9 @@ def train_step(state: TrainState, batch: dict[str, Tensor], metrics: dict | None
 
 
 def log_step(state: TrainState, step: StepOutput, bar: tqdm) -> None:
-    """Every ``log_scalars_frequency`` steps: the non-finite check on every rank; on rank 0 the reference's tags
-    (unscaled_loss/*, scaled_loss/*, metric/*, debug/*) plus throughput and memory, for this step."""
+    """Every ``log_scalars_frequency`` steps and on each epoch's last step: the non-finite check on every rank; on
+    rank 0 the reference's tags (unscaled_loss/*, scaled_loss/*, metric/*, debug/*) plus throughput and memory,
+    for this step."""
     state.nonfinite.check()
     window, state.window = state.window, Window()
     if not state.main:
@@ -456,31 +626,53 @@ def log_step(state: TrainState, step: StepOutput, bar: tqdm) -> None:
 
 
 def draw_step(state: TrainState, batch: dict[str, Tensor], step: StepOutput) -> None:
-    """The training picture of sample 0 (`leadtrain.viz`), to ``viz_dir`` and TensorBoard/W&B."""
+    """The training picture of sample 0 (`leadtrain.viz`), to ``<viz_dir>/<phase>/`` and TensorBoard/W&B."""
     image = render_sample(batch, state.spec.viz(step.pred), epoch=state.epoch, step=state.global_step,
                           losses=step.host_losses(), phase=state.phase)
-    save_png(image, Path(state.cfg.viz_dir) / f"{state.phase}_e{state.epoch:04d}_s{state.global_step:07d}.png")
+    save_png(image, state.viz_dir / f"{state.phase}_e{state.epoch:04d}_s{state.global_step:07d}.png")
     state.logger.image(f"{state.phase}/sample", image, state.global_step)
+
+
+def _next_batch(state: TrainState, batches) -> dict[str, Tensor] | None:
+    """The loader's next batch; an unreadable sample (``on_error=raise``) is re-raised with how to go on."""
+    try:
+        return next(batches, None)
+    except ShardSetError as e:
+        cfg = state.cfg
+        rebuild = "" if "python -m leadio.shard" in str(e) else (
+            f"; rebuild the set with `python -m leadio.shard --root {cfg.root} --collection {cfg.shard_collection}`")
+        raise ShardSetError(f"{e}{rebuild}; or train on with on_error=skip (such samples are then skipped, counted "
+                            f"and logged each epoch)") from e
 
 
 def train_epoch(state: TrainState) -> None:
     """Epoch ``state.epoch`` from ``state.step_in_epoch`` (non-zero after a mid-epoch resume), then `end_epoch`."""
-    cfg, epoch = state.cfg, state.epoch
+    epoch = state.epoch
     state.loader.set_epoch(epoch)
     steps = state.steps_in(epoch)
     state.model.train()
     t_epoch = time.perf_counter()
     bar = tqdm(total=steps, initial=state.step_in_epoch, desc=f"{state.phase} epoch {epoch}", disable=not state.main,
                dynamic_ncols=True, leave=False)
+    try:
+        step = _train_batches(state, steps, bar)
+    finally:
+        bar.close()  # also on an error or Ctrl-C: the message that follows starts on its own line
+    end_epoch(state, t_epoch, step)
+
+
+def _train_batches(state: TrainState, steps: int, bar: tqdm) -> StepOutput | None:
+    """The steps of `train_epoch` up to ``steps``; returns the last one."""
+    cfg, epoch = state.cfg, state.epoch
     batches, step, drawn = iter(state.loader), None, False
     while state.step_in_epoch < steps:
         t0 = time.perf_counter()
-        batch = next(batches, None)
+        batch = _next_batch(state, batches)
         if batch is None:
             break
         t_data = time.perf_counter()
         batch = {k: v.to(state.accelerator.device, non_blocking=True) for k, v in batch.items()}
-        log_due = (state.global_step + 1) % cfg.log_scalars_frequency == 0
+        log_due = (state.global_step + 1) % cfg.log_scalars_frequency == 0 or state.step_in_epoch + 1 == steps
         step = train_step(state, batch, {} if log_due and state.main else None)
         t_end = time.perf_counter()
         state.window.stall += t_data - t0
@@ -496,17 +688,32 @@ def train_epoch(state: TrainState) -> None:
             drawn = True
         if state.step_in_epoch < steps and resume_due(state):
             save_resume(state, epoch, state.step_in_epoch)
-    bar.close()
-    end_epoch(state, t_epoch, step)
+    return step
+
+
+def _epoch_scalars(state: TrainState, seconds: float) -> tuple[dict[str, float], int]:
+    """``epoch/*`` of the epoch just trained (rank 0's losses; skipped samples of every rank) and the skips."""
+    skipped = state.loader.stats.skipped - state.skipped_before
+    state.skipped_before = state.loader.stats.skipped
+    if state.accelerator.num_processes > 1:
+        total = torch.tensor(float(skipped), device=state.accelerator.device)
+        skipped = int(state.accelerator.reduce(total, reduction="sum").item())
+    samples = state.epoch_steps * state.per_rank * state.accelerator.num_processes
+    mean = float(state.epoch_loss) / state.epoch_steps if state.epoch_steps else math.nan
+    state.epoch_loss, state.epoch_steps = None, 0
+    return {"epoch/loss_total": mean, "epoch/seconds": seconds, "epoch/samples_per_s": samples / max(seconds, 1e-9),
+            "epoch/data_stall_pct": state.stall_pct, "epoch/samples_skipped": skipped}, skipped
 
 
 def end_epoch(state: TrainState, t_epoch: float, step: StepOutput | None) -> None:
-    """The epoch's files (LEAD's layout), the epoch-end resume state, pruning, one log line; next epoch."""
+    """The epoch's files (LEAD's layout), the epoch-end resume state, pruning, ``epoch/*`` scalars and one log
+    line (with the samples skipped under ``on_error=skip``); next epoch."""
     epoch = state.epoch
     state.nonfinite.check()
     if state.main:
         save_epoch_checkpoint(state.logdir, epoch, state.states(), state.skipped)
     state.epoch_times.append(time.perf_counter() - t_epoch)
+    scalars, skipped = _epoch_scalars(state, state.epoch_times[-1])
     if step is not None:
         state.last_losses = step.host_losses()
     state.epoch, state.step_in_epoch = epoch + 1, 0
@@ -514,8 +721,13 @@ def end_epoch(state: TrainState, t_epoch: float, step: StepOutput | None) -> Non
     save_resume(state, epoch + 1, 0, weights_from_epoch=epoch)  # before pruning: it points at this epoch's files
     if state.main:
         prune_epoch_files(state.logdir, epoch, list(state.cfg.epoch_checkpoints_keep))
-        log.info("%s epoch %d: %.1fs, loss %.4f, data stall %.1f%%", state.phase, epoch, state.epoch_times[-1],
-                 state.last_losses.get("total", math.nan), state.stall_pct)
+        state.logger.log(scalars, state.global_step)
+        skips = ""
+        if skipped:
+            names = state.loader.stats.skipped_samples[-min(skipped, 3):]
+            skips = f", {skipped} unreadable samples skipped (on_error=skip; e.g. {'; '.join(names)})"
+        log.info("%s epoch %d: %.1fs, loss %.4f, data stall %.1f%%%s", state.phase, epoch, state.epoch_times[-1],
+                 state.last_losses.get("total", math.nan), state.stall_pct, skips)
 
 
 def _write_rank_summary(state: TrainState) -> None:
@@ -531,17 +743,27 @@ def _write_rank_summary(state: TrainState) -> None:
 
 
 def run(cfg: TrainingConfig) -> RunResult:
-    """Train as ``cfg`` says; returns what was done (rank 0's view)."""
+    """Train as ``cfg`` says; returns what was done (rank 0's view; ``main`` says whether this is rank 0).
+
+    Nothing is written before `setup` and `restore` succeeded (`commit_logdir`)."""
     state = setup(cfg)
-    restore(state)
-    start_epoch = state.epoch
-    state.global_step = state.epoch * state.steps_per_epoch + state.step_in_epoch
-    state.logger = MetricsLogger(cfg, state.main)
-    while state.epoch < cfg.epochs:
-        train_epoch(state)
-    state.logger.close()
+    try:
+        restore(state)
+        start_epoch = state.epoch
+        state.global_step = state.epoch * state.steps_per_epoch + state.step_in_epoch
+        notes = commit_logdir(state)
+        if state.main:
+            for line in startup_summary(state, notes):
+                log.info("%s", line)
+        state.logger = MetricsLogger(cfg, state.main)
+        while state.epoch < cfg.epochs:
+            train_epoch(state)
+    finally:
+        if state.logger is not None:
+            state.logger.close()
+        state.loader.close()
     _write_rank_summary(state)
     state.accelerator.wait_for_everyone()
     state.accelerator.end_training()
     return RunResult(state.logdir, cfg.epochs - start_epoch, state.global_step, state.epoch_times, state.stall_pct,
-                     state.last_losses)
+                     state.last_losses, state.main)

@@ -110,7 +110,7 @@ def main(argv=None) -> int:
             _run(["bash", script, *common], env)
             logdir = REPO / "outputs" / "local_training" / phase
             summary = json.loads((logdir / "run_summary_rank0.json").read_text())
-            step(f"{phase} (tiny model, CPU)", f"LEAD_ROOT={root} bash {script}", t,
+            step(f"{phase} (tiny model, CPU)", f"LEAD_ROOT={root} bash {script} {' '.join(common)}", t,
                  training_line(summary, str(logdir.relative_to(REPO))))
 
     if not args.skip_benchmark:

@@ -19,8 +19,18 @@ REPO = Path(__file__).resolve().parents[2]
 def test_config_overrides_and_errors(tmp_path):
     cfg = TrainingConfig.from_cli(["epochs=3", "log_wandb=true", "epoch_checkpoints_keep=[7,15]", "load_file=null"])
     assert cfg.epochs == 3 and cfg.log_wandb is True and cfg.epoch_checkpoints_keep == [7, 15] and cfg.lr == 3e-4
-    with pytest.raises(ConfigError, match=r"unknown key 'epoch'; valid keys: \[.*'epochs'"):
+    with pytest.raises(ConfigError, match=r"^unknown key 'epoch'; did you mean 'epochs'\? \(python leadtrain/"
+                                          r"pretrain.py --help lists every key\)$"):
         parse_overrides(["epoch=3"])
+    with pytest.raises(ConfigError, match=r"unknown key 'batchsize'; did you mean 'batch_size'\?"):
+        parse_overrides(["batchsize=3"])
+    with pytest.raises(ConfigError, match=r"^unknown key 'xyzzy' \("):  # nothing close: no suggestion
+        parse_overrides(["xyzzy=3"])
+    with pytest.raises(ConfigError, match=r"^LEAD_TRAINING_CONFIG: unknown key 'epoch'; did you mean 'epochs'"):
+        TrainingConfig.from_cli([], environ={"LEAD_TRAINING_CONFIG": "epoch=2"})  # an error, not a warning
+    assert TrainingConfig.from_cli(["on_error=skip"], environ={}).on_error == "skip"
+    with pytest.raises(ConfigError, match="on_error must be raise|skip"):
+        TrainingConfig(on_error="ignore")
     with pytest.raises(ConfigError, match=r"epochs='three': expected int"):
         parse_overrides(["epochs=three"])
     with pytest.raises(ConfigError, match="is not key=value"):
@@ -101,3 +111,11 @@ def test_model_names_come_from_the_models_table_and_leadtrain_is_refused_by_its_
     proc = subprocess.run([sys.executable, str(REPO / "leadtrain" / "pretrain.py"), "model=leadtrain"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip() == "error: model 'leadtrain' is now called 'compact'"
+
+
+def test_continue_with_the_default_logdir_keeps_that_run_s_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    TrainingConfig(model_size="tiny", lr=0.05, logdir="outputs/local_training/pretrain").save()
+    cfg = TrainingConfig.from_cli(["continue_failed_training=true"], environ={})
+    assert cfg.lr == 0.05 and cfg.model == "compact" and cfg.logdir == "outputs/local_training/pretrain"
+    assert TrainingConfig.from_cli(["continue_failed_training=true", "lr=0.1"], environ={}).lr == 0.1

@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import itertools
 import json
+import math
 import os
 import shutil
 import signal
@@ -24,7 +25,7 @@ from leadtrain_batches import SMALL, leadio_batch
 from leadio.lead import to_lead_batch
 from leadio.shard.build import build_shard_set
 from leadtrain.config import TrainingConfig
-from leadtrain.loop import compiled, run, to_channels_last
+from leadtrain.loop import compiled, planning_metrics, run, to_channels_last
 from leadtrain.models import MODELS
 from leadtrain.models.compact import CompactConfig, CompactModel
 from leadtrain.models.tfv6 import TFv6
@@ -64,13 +65,16 @@ def test_pretrain_layout_tensorboard_then_posttrain(train_root, tmp_path):
     _train("pretrain.py", train_root, pre, "epochs=3", "epoch_checkpoints_keep=[2]")
     names = sorted(p.name for p in pre.iterdir() if not p.name.startswith("events.out.tfevents"))
     # LEAD: epoch 2 files; epoch 1's model kept because 2 is in epoch_checkpoints_keep (LEAD checks e, not e-1)
-    assert names == ["config.json", "gradient_steps_skipped_0002.txt", "model_0001.pth", "model_0002.pth",
-                     "optimizer_0002.pth", "resume", "run_summary_rank0.json", "scaler_0002.pth",
+    assert names == ["checksums.json", "config.json", "gradient_steps_skipped_0002.txt", "model_0001.pth",
+                     "model_0002.pth", "optimizer_0002.pth", "resume", "run_summary_rank0.json", "scaler_0002.pth",
                      "scheduler_0002.pth"]
+    recorded = json.loads((pre / "checksums.json").read_text())["files"]  # the files of now, none deleted since
+    assert sorted(recorded) == ["gradient_steps_skipped_0002.txt", "model_0001.pth", "model_0002.pth",
+                                "optimizer_0002.pth", "scaler_0002.pth", "scheduler_0002.pth"]
     assert (pre / "gradient_steps_skipped_0002.txt").read_text().strip() == "0"
     saved = TrainingConfig.load(pre / "config.json")
     assert saved.epochs == 3 and saved.model == "compact" and saved.model_size == "tiny" and saved.logdir == str(pre)
-    assert list((tmp_path / "viz").glob("pretrain_e0000_*.png"))  # at least one image per epoch
+    assert list((tmp_path / "viz" / "pretrain").glob("pretrain_e0000_*.png"))  # at least one image per epoch
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(pre))
@@ -141,6 +145,47 @@ def test_two_rank_ddp_on_cpu(train_root, tmp_path):
     summaries = [json.loads((logdir / f"run_summary_rank{r}.json").read_text()) for r in (0, 1)]
     assert summaries[0]["global_steps"] == summaries[1]["global_steps"] == 8
     assert summaries[0]["weights_sha256"] == summaries[1]["weights_sha256"]
+    assert (proc.stdout + proc.stderr).count("done: 2 epochs") == 1  # rank 0 reports, once
+
+
+def test_the_reference_train_py_form_logs_every_epoch_and_metrics_for_the_compact_model(train_root, tmp_path):
+    """``python leadtrain/train.py logdir=...`` then ``... load_file=... use_planning_decoder=true`` (the
+    reference's current guide); scalars on each epoch's last step even when ``log_scalars_frequency`` exceeds
+    the epoch, ``epoch/*`` per epoch, and ``metric/*`` for the compact model's waypoints and route."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    pre, post = tmp_path / "pretrain", tmp_path / "posttrain"
+    args = ["model_size=tiny", "batch_size=4", "num_workers=0", "max_steps_per_epoch=2", "backend=cpu",
+            "log_scalars_frequency=50", "visualize_training=false", f"root={train_root}"]
+    for cmd in ([f"logdir={pre}", "epochs=2"],
+                [f"logdir={post}", f"load_file={pre / 'model_0001.pth'}", "use_planning_decoder=true", "epochs=1"]):
+        proc = subprocess.run([sys.executable, str(REPO / "leadtrain" / "train.py"), *args, *cmd], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert TrainingConfig.load(post / "config.json").collection == "full_posttrain"
+    assert (post / "model_0000.pth").exists() and (pre / "model_0001.pth").exists()
+    events = EventAccumulator(str(pre))
+    events.Reload()
+    assert [e.step for e in events.Scalars("scaled_loss/total")] == [2, 4]  # each epoch's last step
+    assert [e.step for e in events.Scalars("epoch/loss_total")] == [2, 4]
+    assert {"epoch/seconds", "epoch/samples_per_s", "epoch/data_stall_pct", "epoch/samples_skipped"} <= set(
+        events.Tags()["scalars"])
+    events = EventAccumulator(str(post))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"metric/waypoints_ade", "metric/waypoints_fde", "metric/route_ade", "metric/route_fde"} <= tags
+    assert all(math.isfinite(e.value) and e.value >= 0 for e in events.Scalars("metric/waypoints_ade"))
+
+
+def test_planning_metrics_are_l2_over_the_samples_with_targets():
+    batch = {"waypoints": torch.tensor([[[0.0, 0.0], [3.0, 4.0]], [[1.0, 1.0], [1.0, 1.0]]]),
+             "has_targets": torch.tensor([1, 0])}
+    pred = {"waypoints": torch.zeros(2, 2, 2)}
+    metrics = {"metric/route_ade": 7.0}
+    planning_metrics(pred, batch, metrics)
+    assert metrics == {"metric/route_ade": 7.0, "metric/waypoints_ade": 2.5, "metric/waypoints_fde": 5.0}
+    planning_metrics({"waypoints": torch.ones(2, 2, 2)}, batch, metrics)  # a model's own values are kept
+    assert metrics["metric/waypoints_ade"] == 2.5
 
 
 def test_a_non_finite_loss_stops_the_run_naming_its_first_step_before_any_checkpoint(train_root, tmp_path, monkeypatch):
