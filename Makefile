@@ -9,15 +9,22 @@ DEMO_ROOT ?= demo/data/carla_leaderboard2
 
 venv: $(STAMP)
 
-# Every extra, so that the tests of the trainer, S3, W&B and DALI run. DALI's wheel must match torch's CUDA:
-# dali-cuda13 (nvidia-dali-cuda130) for a CUDA 13 torch, else dali (CUDA 12; its CPU operators need no GPU).
+# Every extra, so that the tests of the trainer, S3, W&B and DALI run (timm only where it imports, see below).
+# DALI's wheel must match torch's CUDA: dali-cuda13 (nvidia-dali-cuda130) for a CUDA 13 torch, else dali (CUDA 12;
+# its CPU operators need no GPU).
 DALI_EXTRA = $$($(PY) -c "import torch; print('dali-cuda13' if (torch.version.cuda or '').startswith('13') else 'dali')")
 
+# timm comes with the torchvision of this torch's release; where that torchvision does not fit this torch build (a
+# +cpu torch: 'operator torchvision::nms does not exist'), both go again: never a half-working pair, which would
+# break `accelerate launch` (its CLI imports timm). TFv6 then uses its built-in ResNets and says so.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[train,test,bench,s3,wandb]'
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(DALI_EXTRA)]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[timm]"
+	$(PY) -m leadtrain.models.tfv6 || $(PY) -m pip uninstall --quiet --yes timm torchvision
+	$(PY) -m leadtrain.models.tfv6
 	touch $(STAMP)
 
 lint: $(STAMP)

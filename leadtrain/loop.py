@@ -325,8 +325,7 @@ def setup(cfg: TrainingConfig) -> TrainState:
     loader = _open_loader(cfg, per_rank, world, rank)
     spec = MODELS[cfg.model]
     weights = spec.loss_weights(cfg)  # a bad loss_weights key fails here, before any step
-    with accelerator.main_process_first():  # weights fetched into a cache: the main process first, then the rest
-        model = spec.build(cfg)
+    model = spec.build(cfg)  # TFv6 fetches ImageNet weights main process first itself (a barrier every rank passes)
     if cfg.load_file and not cfg.continue_failed_training:  # post-training: the planner is new
         _log_loaded(load_model_file(model, Path(cfg.load_file), "load_file"), Path(cfg.load_file), "load_file")
     loss_dtype = spec.set_precision(model, cfg.precision, str(accelerator.mixed_precision))

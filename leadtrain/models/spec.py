@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor, nn
 
     from leadtrain.config import TrainingConfig
@@ -66,6 +67,10 @@ class ModelSpec:
         viz: predictions -> the names `leadtrain.viz.render_sample` draws (`leadtrain.viz.PREDICTION_KEYS`).
         channels_last: called on the model after its weights moved to channels_last (``channel_last=true``),
             for inputs the model converts itself.
+        set_precision: (model, ``precision``, Accelerate's resolved ``mixed_precision``) -> the dtype the step
+            sums its weighted losses in (`leadtrain.models.precision.weighted_sum`), or None for float32; called
+            once after `build` (and ``load_file``), before the model is prepared. A model without the reference's
+            precision (the compact one) ignores it.
     """
 
     name: str
@@ -77,6 +82,7 @@ class ModelSpec:
     loss_names: tuple[str, ...]
     viz: Callable[[dict[str, Any]], dict[str, Any]]
     channels_last: Callable[[nn.Module], None] = lambda model: None
+    set_precision: Callable[[nn.Module, str, str], torch.dtype | None] = lambda model, precision, mixed: None
 
     def loss_weights(self, cfg: TrainingConfig) -> dict[str, float]:
         """The phase's normalised weights with ``cfg.loss_weights`` applied (once per run)."""

@@ -65,3 +65,22 @@ def test_the_loops_weighted_sum_is_total_loss():
     assert set(losses) == set(weights)
     weighted = sum(weights[k] * v for k, v in losses.items())
     assert weighted.item() == pytest.approx(total_loss(losses).item(), rel=1e-6)
+
+
+def test_weighted_sum_is_float32_or_accumulated_in_the_references_dtype():
+    from leadtrain.models.precision import weighted_sum
+
+    def fresh():
+        return {"a": torch.tensor(300.3, requires_grad=True),
+                "b": torch.tensor(1.5, dtype=torch.bfloat16, requires_grad=True)}
+
+    losses = fresh()
+    scaled, total = weighted_sum(losses, {"a": 1.0, "b": 0.5})
+    assert total.dtype == torch.float32 and total.item() == pytest.approx(301.05)
+    losses = fresh()
+    scaled, total = weighted_sum(losses, {"a": 1.0, "b": 0.5}, torch.bfloat16)
+    # the reference: zeros(bf16); += 300.3 -> 300 (bf16 steps of 2 there); += 0.75 -> 300.75 -> 300
+    assert total.dtype == torch.bfloat16 and total.item() == 300.0 and scaled["b"].dtype == torch.bfloat16
+    total.backward()
+    assert losses["a"].grad.item() == 1.0 and losses["b"].grad.item() == 0.5  # the gradients are the weights
+    assert MODELS["compact"].set_precision(None, "reference", "bf16") is None  # the compact model: autocast only

@@ -6,6 +6,7 @@ attn.{key, query, value, proj}, mlp.{0, 2}}, ln_f}``, ``c5_conv``, ``up_conv5``,
 the default config (B samples)::
 
     rgb (B,3,384,1152) 0..255 -> ImageNet norm -> image encoder stem;  rasterized_lidar (B,1,320,384) -> LiDAR stem
+    (both in float32, or with ``precision=reference`` in the mixed-precision dtype: `float_type`)
     4 x [ next encoder stage of each branch
           -> both maps avg-pooled to anchors (12x36 image, 10x12 LiDAR), LiDAR channels -> image channels (1x1)
           -> GPT over the 432 + 120 tokens -> back to LiDAR channels, bilinearly resized, added to both maps ]
@@ -14,6 +15,9 @@ the default config (B samples)::
 """
 
 from __future__ import annotations
+
+import logging
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -24,15 +28,17 @@ from leadtrain.models.tfv6.encoders import create_encoder
 
 __all__ = ["GPT", "TransfuserBackbone", "normalize_imagenet"]
 
+log = logging.getLogger(__name__)
+
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
 
 
 def normalize_imagenet(x: Tensor) -> Tensor:
-    """0..255 RGB -> ImageNet-normalised (per channel (x / 255 - mean) / std)."""
-    mean = x.new_tensor(_MEAN).view(1, 3, 1, 1)
-    std = x.new_tensor(_STD).view(1, 3, 1, 1)
-    return (x / 255.0 - mean) / std
+    """0..255 RGB -> ImageNet-normalised, per channel ``((x / 255) - mean) / std`` with Python scalars in ``x``'s
+    dtype, as the reference (in bfloat16 each step rounds there)."""
+    return torch.stack([((x[:, c] / 255.0) - m) / s for c, (m, s) in enumerate(zip(_MEAN, _STD, strict=True))],
+                       dim=1)
 
 
 class SelfAttention(nn.Module):
@@ -109,11 +115,18 @@ def _start(encoder: nn.Module) -> int:
 
 
 class TransfuserBackbone(nn.Module):
-    def __init__(self, cfg: TFv6Config, encoder_backend: str = "auto"):
+    def __init__(self, cfg: TFv6Config, encoder_backend: str = "auto", image_weights: Path | None = None):
+        """``image_weights``: timm's ImageNet weights file for the image encoder (None: random init)."""
         super().__init__()
         self.cfg = cfg
-        self.image_encoder = create_encoder(cfg.image_architecture, 3, encoder_backend)
+        self.image_encoder = create_encoder(cfg.image_architecture, 3, encoder_backend, image_weights)
         self.lidar_encoder = create_encoder(cfg.lidar_architecture, 1, encoder_backend)
+        #: ``timm <version>`` or ``built-in (<why>)``: what `create_encoder` built (start-up summaries say it)
+        self.encoder_implementation = self.image_encoder.implementation
+        broken = "does not import" in self.encoder_implementation
+        log.log(logging.WARNING if broken else logging.INFO, "TFv6 encoders (image %s, LiDAR %s): %s%s",
+                cfg.image_architecture, cfg.lidar_architecture, self.encoder_implementation,
+                "; leadtrain's built-in ResNets are used (timm's names and weights)" if broken else "")
         img_info = self.image_encoder.feature_info.info[_start(self.image_encoder):]
         lid_info = self.lidar_encoder.feature_info.info[_start(self.lidar_encoder):]
         img_ch, lid_ch = [i["num_chs"] for i in img_info[:4]], [i["num_chs"] for i in lid_info[:4]]
@@ -129,6 +142,7 @@ class TransfuserBackbone(nn.Module):
         self.up_conv4 = nn.Conv2d(c, c, 3, padding=1)
         self.c5_conv = nn.Conv2d(self.num_lidar_features, c, 1)
         self.channels_last = False  # set by the trainer (reference option channel_last)
+        self.float_type: torch.dtype | None = None  # precision=reference: the inputs' dtype (TFv6.set_float_type)
 
     def top_down(self, x: Tensor) -> Tensor:
         """LiDAR features -> BEV feature grid (B, bev_features_chanels, H_bev / 4, W_bev / 4)."""
@@ -151,8 +165,9 @@ class TransfuserBackbone(nn.Module):
 
     def forward(self, rgb: Tensor, lidar: Tensor) -> tuple[Tensor, Tensor]:
         """(rgb 0..255 (B,3,H,W), LiDAR BEV (B,1,H_bev,W_bev)) -> (LiDAR features, image features)."""
-        image = normalize_imagenet(rgb.float())
-        lidar = lidar.float()
+        float_type = self.float_type or torch.float32
+        image = normalize_imagenet(rgb.to(float_type))
+        lidar = lidar.to(float_type)
         if self.channels_last:
             image, lidar = image.contiguous(memory_format=torch.channels_last), lidar.contiguous(
                 memory_format=torch.channels_last)

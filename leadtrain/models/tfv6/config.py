@@ -81,7 +81,7 @@ class TFv6Config:
     radar_regression_loss_weight: float = 5.0
     max_speed: float = 25.0
     # planning decoder (post-training)
-    transfuser_token_dim: int = 64
+    transfuser_token_dim: int = 256  # the paper's, which the reference now publishes (its code at 4489176: 64)
     transfuser_num_bev_cross_attention_heads: int = 8
     transfuser_num_bev_cross_attention_layers: int = 6
     use_velocity: bool = True

@@ -2,28 +2,32 @@
 
 `create_encoder` returns an `nn.ModuleDict` of the network's top-level blocks plus ``return_layers`` (block name
 -> feature index) and ``feature_info`` (``.info`` list of ``num_chs``/``reduction``), which is the interface the
-reference backbone walks block by block (timm's ``FeatureListNet``). ``backend``:
+reference backbone walks block by block (timm's ``FeatureListNet``), and ``implementation`` (``timm <version>``
+or ``built-in``). ``backend``:
 
-- ``timm``: ``timm.create_model(name, features_only=True, in_chans=...)``, any timm architecture;
-- ``builtin``: resnet18/26/34/50/101 written here with timm's module names, so state dicts are interchangeable
-  with timm's (checked against timm 1.0.31). It exists because timm needs torchvision, and on machines whose
-  torch build has no matching torchvision (a +cpu torch next to PyPI's CUDA torchvision) ``import timm`` fails;
+- ``timm``: ``timm.create_model(name, features_only=True, in_chans=...)``, any timm architecture, as the
+  reference (``pretrained=True`` with the weights file `leadtrain.models.tfv6.weights` fetched);
+- ``builtin``: resnet18/26/34/50/101 written here with timm's module names, so state dicts and timm's ImageNet
+  weight files are interchangeable with timm's (checked against timm 1.0.31). It exists because timm needs a
+  torchvision built for the installed torch, and a CPU torch has none on PyPI (``import timm`` then fails with
+  ``operator torchvision::nms does not exist``);
 - ``auto``: timm when it imports, else the built-in ResNet (other architectures then need timm: clear error).
+  Which one was built is logged, and a timm that is installed but does not import is a warning, not silence.
 
-ImageNet weights (`load_pretrained`) are never downloaded: they come from a local file or from the timm /
-Hugging Face hub cache, looked up offline. Classifier keys (``fc.*``) are dropped; every other key must match.
+``python -m leadtrain.models.tfv6`` prints which implementation ``auto`` builds here (`main`); it exits with 1 when
+timm is installed but does not import (``make`` then removes that timm and its torchvision).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["BUILTIN_ARCHITECTURES", "create_encoder", "load_pretrained", "timm_or_none"]
+__all__ = ["BUILTIN_ARCHITECTURES", "create_encoder", "load_pretrained", "timm_or_none", "timm_status"]
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +35,11 @@ log = logging.getLogger(__name__)
 BUILTIN_ARCHITECTURES = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet26": ("bottleneck", (2, 2, 2, 2)),
                          "resnet34": ("basic", (3, 4, 6, 3)), "resnet50": ("bottleneck", (3, 4, 6, 3)),
                          "resnet101": ("bottleneck", (3, 4, 23, 3))}
-#: where timm's default ImageNet weights of the built-in architectures live on the Hugging Face hub
-_HF_IDS = {"resnet18": "timm/resnet18.a1_in1k", "resnet26": "timm/resnet26.bt_in1k",
-           "resnet34": "timm/resnet34.a1_in1k", "resnet50": "timm/resnet50.a1_in1k",
-           "resnet101": "timm/resnet101.a1h_in1k"}
 _timm_error: str | None = None
 
 
 def timm_or_none():
-    """The timm module, or None when it cannot be imported here (the reason is kept for error messages)."""
+    """The timm module, or None when it cannot be imported here (the reason is kept for messages)."""
     global _timm_error
     try:
         import timm
@@ -47,6 +47,18 @@ def timm_or_none():
         _timm_error = f"{type(e).__name__}: {e}"
         return None
     return timm
+
+
+def timm_status() -> tuple[object | None, str]:
+    """(the timm module or None, what to say about it): ``timm 1.0.31``, ``timm is not installed`` or ``timm is
+    installed but does not import (<error>)``."""
+    timm = timm_or_none()
+    if timm is not None:
+        return timm, f"timm {timm.__version__}"
+    if importlib.util.find_spec("timm") is None:
+        return None, "timm is not installed"
+    return None, f"timm is installed but does not import ({_timm_error}; it needs a torchvision built for torch " \
+                 f"{torch.__version__})"
 
 
 class _FeatureInfo:
@@ -140,48 +152,34 @@ class _BuiltinResNet(nn.ModuleDict):
         return feats
 
 
-def create_encoder(name: str, in_chans: int, backend: str = "auto") -> nn.Module:
-    """A ``features_only`` encoder of architecture ``name`` with ``in_chans`` input channels, random weights.
+def create_encoder(name: str, in_chans: int, backend: str = "auto", weights: Path | None = None) -> nn.Module:
+    """A ``features_only`` encoder of architecture ``name`` with ``in_chans`` input channels: random weights, or
+    timm's ImageNet weights from the file ``weights`` (`leadtrain.models.tfv6.weights.resolve_image_weights`).
 
     Raises:
-        ValueError: unknown backend, or an architecture the built-in path lacks while timm cannot be imported.
+        ValueError: unknown backend, an architecture the built-in path lacks while timm cannot be imported, or a
+            weights file that does not fit.
     """
     if backend not in ("auto", "timm", "builtin"):
         raise ValueError(f"encoder_backend={backend!r}: expected auto, timm or builtin")
-    timm = timm_or_none() if backend in ("auto", "timm") else None
+    timm, status = timm_status() if backend in ("auto", "timm") else (None, "encoder_backend=builtin")
     if timm is not None:
-        return timm.create_model(name, pretrained=False, features_only=True, in_chans=in_chans)
+        extra = {} if weights is None else {"pretrained_cfg_overlay": {"file": str(weights)}}
+        encoder = timm.create_model(name, pretrained=weights is not None, features_only=True, in_chans=in_chans,
+                                    **extra)
+        encoder.implementation = status
+        return encoder
     if backend == "timm":
-        raise ValueError(f"encoder_backend=timm but timm cannot be imported here ({_timm_error}); install timm "
-                         f"with a torchvision that matches your torch, or use encoder_backend=builtin")
+        raise ValueError(f"encoder_backend=timm but {status}; install timm with a torchvision that matches your "
+                         f"torch, or use encoder_backend=builtin")
     if name not in BUILTIN_ARCHITECTURES:
-        why = f"timm cannot be imported here ({_timm_error})" if backend == "auto" else "encoder_backend=builtin"
-        raise ValueError(f"architecture {name!r} needs timm, but {why}; built-in architectures: "
+        raise ValueError(f"architecture {name!r} needs timm, but {status}; built-in architectures: "
                          f"{sorted(BUILTIN_ARCHITECTURES)}")
-    return _BuiltinResNet(name, in_chans)
-
-
-def _hub_cache_file(name: str) -> Path | None:
-    """The cached weights file of ``name``'s default timm weights (offline lookup), or None."""
-    hf_id = _HF_IDS.get(name)
-    timm = timm_or_none()
-    if timm is not None:
-        try:
-            cfg = timm.models.get_pretrained_cfg(name)
-            hf_id = getattr(cfg, "hf_hub_id", None) or hf_id
-        except Exception:
-            pass
-    if not hf_id:
-        return None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    for filename in ("model.safetensors", "pytorch_model.bin"):
-        found = try_to_load_from_cache(hf_id, filename)
-        if isinstance(found, str) and os.path.exists(found):
-            return Path(found)
-    return None
+    encoder = _BuiltinResNet(name, in_chans)
+    encoder.implementation = "built-in" if backend == "builtin" else f"built-in ({status})"
+    if weights is not None:
+        load_pretrained(encoder, name, weights)
+    return encoder
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -193,30 +191,14 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
-def load_pretrained(encoder: nn.Module, name: str, source: str) -> str:
-    """Load ImageNet weights into ``encoder`` from ``source``: a file path, or ``timm-cache``.
-
-    Returns:
-        The file the weights came from.
+def load_pretrained(encoder: nn.Module, name: str, path: Path | str) -> None:
+    """Load timm's ImageNet weights file ``path`` (``.safetensors``/``.pth``/``.bin``) of ``name`` into a built-in
+    ``encoder``, as timm does for ``features_only``: classifier keys (``fc.*``) dropped, every other key must fit.
 
     Raises:
-        FileNotFoundError: no such file, or nothing cached for ``name`` (the message says how to get it).
         ValueError: the file's keys or shapes do not fit the encoder.
     """
-    if source == "timm-cache":
-        path = _hub_cache_file(name)
-        if path is None:
-            raise FileNotFoundError(
-                f"image_pretrained_weights=timm-cache: no ImageNet weights for {name!r} in the Hugging Face cache "
-                f"({os.environ.get('HF_HUB_CACHE') or '~/.cache/huggingface/hub'}); leadtrain never downloads. "
-                f"Fetch them once where there is internet (python -c \"import timm; timm.create_model('{name}', "
-                f"pretrained=True)\") and copy the cache, or set image_pretrained_weights=<file.safetensors|.pth>, "
-                f"or image_pretrained_weights=none for random init")
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"image_pretrained_weights={source}: no such file; give a timm weights file "
-                                    f"(.safetensors or .pth), timm-cache, or none for random init")
+    path = Path(path)
     state = {k: v for k, v in _read_weights(path).items() if not k.startswith(("fc.", "head.", "classifier."))}
     own = encoder.state_dict()
     missing = sorted(set(own) - set(state) - {k for k in own if k.endswith("num_batches_tracked")})
@@ -227,5 +209,13 @@ def load_pretrained(encoder: nn.Module, name: str, source: str) -> str:
                          f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, {len(bad)} of other shape "
                          f"{sorted(bad)[:3]}")
     encoder.load_state_dict(state, strict=False)
-    log.info("image encoder %s: ImageNet weights from %s", name, path)
-    return str(path)
+
+
+def main() -> int:
+    """Say which encoders ``encoder_backend=auto`` builds here; 1 when timm is installed but does not import."""
+    timm, status = timm_status()
+    if timm is not None:
+        print(f"TFv6 encoders: {status}")
+        return 0
+    print(f"TFv6 encoders: built-in ResNets ({status})")
+    return 1 if importlib.util.find_spec("timm") is not None else 0

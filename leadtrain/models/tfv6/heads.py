@@ -12,7 +12,9 @@ Names and losses are the reference's:
 - `CenterNetDecoder` (``{heatmap,wh,offset,yaw_class,yaw_res,velocity}_head``, each 3x3 conv-ReLU-1x1 conv) on
   the BEV grid. Losses per sample, divided by the sample's ``center_net_avg_factor`` (+ eps), then averaged:
   Gaussian focal (alpha 2, gamma 4) on the sigmoid heatmap; L1 on wh and offset (/2); cross-entropy on the yaw
-  class; smooth-L1 on the yaw residual; L1 on velocity; all but the heatmap weighted by the pixel weight.
+  class; smooth-L1 on the yaw residual; L1 on velocity; all but the heatmap weighted by the pixel weight. The
+  targets, pixel weight and ``avg_factor`` are first cast to ``float_type`` (float32, or with ``precision=reference``
+  the mixed-precision dtype, as the reference), and the eps is that dtype's.
 """
 
 from __future__ import annotations
@@ -121,6 +123,7 @@ class CenterNetDecoder(nn.Module):
         self.has_velocity = cfg.training_used_lidar_steps > 1
         if self.has_velocity:
             self.velocity_head = _head(c, 1)
+        self.float_type: torch.dtype | None = None  # precision=reference: the targets' dtype (TFv6.set_float_type)
 
     def forward(self, bev_grid: Tensor) -> dict[str, Tensor]:
         logits = self.heatmap_head(bev_grid)
@@ -132,20 +135,26 @@ class CenterNetDecoder(nn.Module):
         return out
 
     def loss(self, pred: dict[str, Tensor], data: dict) -> dict[str, Tensor]:
-        avg = data["center_net_avg_factor"].float().reshape(-1) + torch.finfo(torch.float32).eps  # (B,)
-        weight = data["center_net_pixel_weight"].float()
+        ft = self.float_type or torch.float32
+
+        def target(key: str) -> Tensor:
+            return data[key].to(ft)
+
+        # in ft, as the reference: bfloat16's eps (2**-7) changes avg_factor, and the sum rounds there
+        avg = target("center_net_avg_factor").reshape(-1) + torch.finfo(ft).eps  # (B,)
+        weight = target("center_net_pixel_weight").float()
 
         def per_sample(x: Tensor) -> Tensor:
             return x.flatten(1).sum(1)
 
-        heat = per_sample(gaussian_focal_loss(pred["center_heatmap_pred"].float(),
-                                              data["center_net_heatmap"].float())) / avg
-        wh = per_sample(F.l1_loss(pred["wh_pred"].float(), data["center_net_wh"].float(), reduction="none") * weight)
-        offset = per_sample(F.l1_loss(pred["offset_pred"].float(), data["center_net_offset"].float(),
+        # the focal loss's (1 - target) ** gamma is computed in the target's dtype, as the reference's
+        heat = per_sample(gaussian_focal_loss(pred["center_heatmap_pred"].float(), target("center_net_heatmap"))) / avg
+        wh = per_sample(F.l1_loss(pred["wh_pred"].float(), target("center_net_wh").float(), reduction="none") * weight)
+        offset = per_sample(F.l1_loss(pred["offset_pred"].float(), target("center_net_offset").float(),
                                       reduction="none") * weight)
         yaw_class = per_sample(F.cross_entropy(pred["yaw_class_pred"].float(), data["center_net_yaw_class"].long(),
                                                reduction="none") * weight[:, 0])
-        yaw_res = per_sample(F.smooth_l1_loss(pred["yaw_res_pred"].float(), data["center_net_yaw_res"].float(),
+        yaw_res = per_sample(F.smooth_l1_loss(pred["yaw_res_pred"].float(), target("center_net_yaw_res").float(),
                                               reduction="none") * weight[:, 0:1])
         channels = pred["wh_pred"].shape[1]
         losses = {"loss_center_net_heatmap": heat.mean(), "loss_center_net_wh": (wh / (avg * channels)).mean(),
@@ -153,7 +162,7 @@ class CenterNetDecoder(nn.Module):
                   "loss_center_net_yaw_class": (yaw_class / avg).mean(),
                   "loss_center_net_yaw_res": (yaw_res / avg).mean()}
         if self.has_velocity:
-            vel = per_sample(F.l1_loss(pred["velocity_pred"].float(), data["center_net_velocity"].float(),
+            vel = per_sample(F.l1_loss(pred["velocity_pred"].float(), target("center_net_velocity").float(),
                                        reduction="none") * weight[:, 0:1])
             losses["loss_center_net_velocity"] = (vel / avg).mean()
         else:

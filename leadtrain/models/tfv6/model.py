@@ -24,20 +24,36 @@ key                                     shape (default config)      meaning
 
 `compute_loss` returns the reference's loss names; their weights, the colour augmentation and the rest of what
 the training loop needs are in `leadtrain.models.tfv6.spec`.
+
+Mixed precision (`set_float_type`, the trainer's ``precision`` key): by default (``float_type`` None) inputs and
+targets are used in float32 under the trainer's autocast. With ``precision=reference`` they are cast as the
+reference casts them to its ``torch_float_type`` (bfloat16) before the model and the losses: `REFERENCE_CASTS`
+lists the batch keys; the radar matching and loss then compute in the predictions' dtype, CenterNet adds that
+dtype's eps to ``avg_factor``, and the planner's two-hot speed targets are built in it (`leadtrain.models.precision`
+keeps the norm layers in float32).
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from leadtrain.models.tfv6.backbone import TransfuserBackbone
 from leadtrain.models.tfv6.config import TFv6Config
-from leadtrain.models.tfv6.encoders import load_pretrained
+from leadtrain.models.tfv6.encoders import timm_or_none
 from leadtrain.models.tfv6.heads import BEVDecoder, CenterNetDecoder, PerspectiveDecoder
 from leadtrain.models.tfv6.planning import PlanningDecoder
 from leadtrain.models.tfv6.radar import RadarDetector
+from leadtrain.models.tfv6.weights import resolve_image_weights
 
-__all__ = ["TFv6"]
+__all__ = ["REFERENCE_CASTS", "TFv6"]
+
+#: batch keys the reference casts to its ``torch_float_type`` before using them (model inputs, then loss targets);
+#: the others (camera semantics and depth, BEV semantics, yaw classes, brake) it reads as long or bool
+REFERENCE_CASTS = ("rgb", "rasterized_lidar", "radar", "speed", "command", "target_point", "target_point_previous",
+                   "target_point_next", "center_net_heatmap", "center_net_wh", "center_net_offset",
+                   "center_net_yaw_res", "center_net_velocity", "center_net_pixel_weight", "center_net_avg_factor",
+                   "radar_detections", "future_waypoints", "route", "target_speed")
 
 
 class TFv6(nn.Module):
@@ -49,14 +65,18 @@ class TFv6(nn.Module):
             cfg: model options (reference names); default: the reference's defaults.
             planning: add the planning decoder (the reference's ``use_planning_decoder``).
             encoder_backend: ``auto`` | ``timm`` | ``builtin`` (`leadtrain.models.tfv6.encoders`).
-            image_pretrained_weights: ``none``, ``timm-cache`` or a weights file (never downloaded).
+            image_pretrained_weights: ``none``, ``imagenet`` (timm's, from the Hugging Face cache, downloaded when
+                missing: `leadtrain.models.tfv6.weights`) or a weights file.
         """
         super().__init__()
         self.cfg = cfg = cfg or TFv6Config()
         self.planning = planning
-        self.backbone = TransfuserBackbone(cfg, encoder_backend)
-        if image_pretrained_weights != "none":
-            load_pretrained(self.backbone.image_encoder, cfg.image_architecture, image_pretrained_weights)
+        timm = timm_or_none() if encoder_backend != "builtin" else None
+        weights = resolve_image_weights(cfg.image_architecture, image_pretrained_weights, timm=timm)
+        self.backbone = TransfuserBackbone(cfg, encoder_backend, weights)
+        #: ``timm <version>`` or ``built-in (<why>)``
+        self.encoder_implementation = self.backbone.encoder_implementation
+        self.float_type: torch.dtype | None = None
         img_ch, lid_ch = self.backbone.num_image_features, self.backbone.num_lidar_features
         up = self.backbone.perspective_upsample_factor
         if cfg.use_semantic:
@@ -72,6 +92,14 @@ class TFv6(nn.Module):
         if planning:
             self.planning_decoder = PlanningDecoder(cfg, lid_ch)
         self.backbone.requires_grad_(not cfg.freeze_backbone)
+
+    def set_float_type(self, float_type: torch.dtype | None) -> None:
+        """``precision=reference``: cast `REFERENCE_CASTS` to ``float_type`` where the reference does (its
+        ``torch_float_type``); None: float32 inputs and targets (autocast alone)."""
+        self.float_type = float_type
+        for module in self.modules():
+            if module is not self and hasattr(module, "float_type"):
+                module.float_type = float_type
 
     def forward(self, data: dict) -> dict:
         """Predictions for a LEAD-format batch (``rgb``, ``rasterized_lidar``, ``radar``, ``speed``; post-training

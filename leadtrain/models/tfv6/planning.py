@@ -4,7 +4,8 @@ As the reference (``planning_context_encoder.{velocity_encoder.0, command_encode
 status_pos_embedding, dimension_adapter}``, ``query``, ``transformer_decoder``, ``route_decoder``, ``wp_decoder``,
 ``target_speed_decoder.{0, 2}``), default config:
 
-- context: the LiDAR features (B, 512, 10, 12) -> 1x1 conv to 64-d + 2-D sine positions -> 120 tokens; then the
+- context: the LiDAR features (B, 512, 10, 12) -> 1x1 conv to ``transfuser_token_dim`` (256, the paper's; the
+  reference's code said 64) + 2-D sine positions -> 120 tokens; then the
   status tokens + learned positions: speed / 25, the command one-hot (6), the target point, previous and next
   target points (each / [200, 50], one shared linear layer) and the 20 radar queries (+ sine position of their
   predicted (x, y));
@@ -15,6 +16,11 @@ status_pos_embedding, dimension_adapter}``, ``query``, ``transformer_decoder``, 
 Losses (names as the reference): ``loss_spatio_temporal_waypoints`` L1; ``loss_target_speed`` cross-entropy
 against the two-hot target speed (one-hot at 0 when braking); ``loss_spatial_route`` L1 over all points plus L1
 of the last point. Samples whose ``has_targets`` is 0 (leadio marks them) are left out; the reference has none.
+
+``float_type`` (``precision=reference``, `TFv6.set_float_type`): speed, command, target points and the waypoint,
+route and target-speed targets are cast to it first, and the two-hot speed target is built in it, as the reference
+(in bfloat16 the speed classes 13.89 and 17.78 m/s become 13.875 and 17.75, and targets at 32-64 m round to
+0.25 m).
 """
 
 from __future__ import annotations
@@ -32,18 +38,21 @@ __all__ = ["PlanningDecoder", "decode_two_hot", "encode_two_hot"]
 
 
 def encode_two_hot(speed: Tensor, classes: list[float], brake: Tensor) -> Tensor:
-    """(B,) m/s -> (B, C) two-hot over ``classes`` (linear split between neighbours; brake -> class 0)."""
+    """(B,) m/s -> (B, C) two-hot over ``classes`` in ``speed``'s dtype (as the reference: each neighbour's weight
+    is its own distance over the gap, so in bfloat16 they need not sum to 1; at or above the last class: one-hot
+    there; brake: one-hot at class 0; negative speeds count as 0)."""
     c = speed.new_tensor(classes)
-    s = speed.float().clamp(min=0)
+    s = speed.clamp(min=0)
     upper = torch.searchsorted(c, s.contiguous(), right=False).clamp(1, len(classes) - 1)
     lower = upper - 1
-    w_up = ((s - c[lower]) / (c[upper] - c[lower])).clamp(0, 1)
-    out = torch.zeros(s.shape[0], len(classes), device=s.device)
-    out.scatter_(1, lower[:, None], (1 - w_up)[:, None])
-    out.scatter_add_(1, upper[:, None], w_up[:, None])
-    out = torch.where((s >= c[-1])[:, None], F.one_hot(torch.full_like(upper, len(classes) - 1), len(classes)).float(),
-                      out)
-    return torch.where(brake.bool().reshape(-1, 1), F.one_hot(torch.zeros_like(upper), len(classes)).float(), out)
+    gap = c[upper] - c[lower]
+    w_low, w_up = ((c[upper] - s) / gap).clamp(0, 1), ((s - c[lower]) / gap).clamp(0, 1)
+    out = torch.zeros(s.shape[0], len(classes), dtype=s.dtype, device=s.device)
+    out.scatter_(1, lower[:, None], w_low[:, None])
+    out.scatter_(1, upper[:, None], w_up[:, None])
+    one_hot = F.one_hot(torch.full_like(upper, len(classes) - 1), len(classes)).to(s.dtype)
+    out = torch.where((s >= c[-1])[:, None], one_hot, out)
+    return torch.where(brake.bool().reshape(-1, 1), F.one_hot(torch.zeros_like(upper), len(classes)).to(s.dtype), out)
 
 
 def decode_two_hot(probs: Tensor, classes: list[float]) -> Tensor:
@@ -88,30 +97,35 @@ class PlanningContextEncoder(nn.Module):
         self.status_pos_embedding = nn.Parameter(torch.zeros(1, n, d))
         self.dimension_adapter = nn.Conv2d(input_bev_channels, d, 1)
         nn.init.uniform_(self.status_pos_embedding)
+        self.float_type: torch.dtype | None = None  # precision=reference: the status inputs' dtype
 
     def forward(self, bev_features: Tensor, radar_features: Tensor | None, radar_predictions: Tensor | None,
                 data: dict) -> Tensor:
-        cfg, d = self.cfg, self.cfg.transfuser_token_dim
+        cfg, d, ft = self.cfg, self.cfg.transfuser_token_dim, self.float_type
         b = bev_features.shape[0]
-        norm = bev_features.new_tensor(cfg.target_points_normalization_constants).reshape(1, 2)
+        # autocast alone: float32 inputs, target points over constants in the BEV features' dtype; reference: all in ft
+        norm = bev_features.new_tensor(cfg.target_points_normalization_constants, dtype=ft).reshape(1, 2)
         status = []
         if cfg.use_velocity:
-            status.append(self.velocity_encoder(data["speed"].reshape(-1, 1).float() / cfg.max_speed))
+            status.append(self.velocity_encoder(data["speed"].reshape(-1, 1).to(ft or torch.float32) / cfg.max_speed))
         if cfg.use_discrete_command:
-            status.append(self.command_encoder(data["command"].reshape(b, -1).float()))
+            status.append(self.command_encoder(data["command"].reshape(b, -1).to(ft or torch.float32)))
         for flag, key in ((cfg.use_tp, "target_point"), (cfg.use_previous_tp, "target_point_previous"),
                           (cfg.use_next_tp, "target_point_next")):
             if flag:
-                status.append(self.tp_encoder(data[key].reshape(b, 2).float() / norm))
+                status.append(self.tp_encoder(data[key].reshape(b, 2).to(ft or torch.float32) / norm))
         tokens = [s.reshape(b, 1, d) for s in status]
         if self.use_radar:
-            pos = sine_embedding(unit_normalize(radar_predictions[..., :2].float(), cfg), d)
-            tokens.append(self.radar_encoder(radar_features) + pos.to(radar_features.dtype))
+            xy = radar_predictions[..., :2]
+            pos = sine_embedding(unit_normalize(xy.float() if ft is None else xy, cfg), d)
+            radar = self.radar_encoder(radar_features)
+            tokens.append(radar + pos.to(radar_features.dtype) if ft is None else radar + pos)
         context = self.dimension_adapter(bev_features)
         if not tokens:  # the reference adds no positions when there are no status tokens
             return context.flatten(2).transpose(1, 2)
         context = (context + sine_position_grid(context, d // 2)).flatten(2).transpose(1, 2)
-        status_tokens = torch.cat(tokens, dim=1).to(context.dtype) + self.status_pos_embedding
+        status_tokens = torch.cat(tokens, dim=1)
+        status_tokens = (status_tokens.to(context.dtype) if ft is None else status_tokens) + self.status_pos_embedding
         return torch.cat([context, status_tokens], dim=1)
 
 
@@ -135,6 +149,7 @@ class PlanningDecoder(nn.Module):
             self.target_speed_decoder = nn.Sequential(nn.Linear(d, d), nn.ReLU(True),
                                                       nn.Linear(d, len(cfg.target_speed_classes)))
         nn.init.uniform_(self.query)
+        self.float_type: torch.dtype | None = None  # precision=reference: the targets' dtype
 
     def forward(self, bev_features: Tensor, radar_features: Tensor | None, radar_predictions: Tensor | None,
                 data: dict) -> dict[str, Tensor]:
@@ -156,7 +171,7 @@ class PlanningDecoder(nn.Module):
         return out
 
     def loss(self, pred: dict[str, Tensor], data: dict, metrics: dict | None = None) -> dict[str, Tensor]:
-        cfg = self.cfg
+        cfg, ft = self.cfg, self.float_type or torch.float32
         some = next(iter(pred.values()))
         valid = (data["has_targets"].reshape(-1) > 0.5 if "has_targets" in data
                  else torch.ones(some.shape[0], dtype=torch.bool, device=some.device)).to(some.device)
@@ -169,16 +184,16 @@ class PlanningDecoder(nn.Module):
 
         losses = {}
         if cfg.predict_temporal_spatial_waypoints:
-            target = data["future_waypoints"][:, : cfg.num_way_points_prediction]
+            target = data["future_waypoints"][:, : cfg.num_way_points_prediction].to(ft)
             losses["loss_spatio_temporal_waypoints"] = masked_l1(pred["pred_future_waypoints"], target)
         if cfg.predict_target_speed:
-            speed = torch.where(valid, torch.nan_to_num(data["target_speed"].reshape(-1).float()), 0.0)
+            speed = torch.where(valid, torch.nan_to_num(data["target_speed"].reshape(-1).to(ft)), 0.0)
             brake = torch.where(valid, torch.nan_to_num(data["brake"].reshape(-1).float()), 0.0)
-            twohot = encode_two_hot(speed, cfg.target_speed_classes, brake)
+            twohot = encode_two_hot(speed, cfg.target_speed_classes, brake).float()
             ce = F.cross_entropy(pred["pred_target_speed_distribution"].float(), twohot, reduction="none")
             losses["loss_target_speed"] = torch.where(valid, ce, 0.0).sum() / count
         if cfg.predict_spatial_path:
-            route, target = pred["pred_route"], data["route"]
+            route, target = pred["pred_route"], data["route"].to(ft)
             losses["loss_spatial_route"] = masked_l1(route, target) + masked_l1(route[:, -1], target[:, -1])
         if metrics is not None:
             with torch.no_grad():

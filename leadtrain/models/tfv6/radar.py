@@ -11,6 +11,11 @@ As the reference (names ``bev_proj``, ``ego_vel_proj``, ``radar_point_tokenizer`
 ``radar_loss``: each sample's queries are matched one-to-one to its ``radar_detections`` rows (Hungarian, cost
 5 x scaled L1 on valid rows + 1 x BCE of the validity), then 5 x scaled L1 over valid matches + 1 x mean BCE.
 The reference samples the BEV grid with (y, x) as (column, row) (``bev_grid_sample``); kept for compatibility.
+
+``float_type`` (``precision=reference``, `TFv6.set_float_type`): radar points, speed and ``radar_detections`` are
+cast to it first, and the matching costs and the loss are computed in the predictions' dtype (bfloat16 under
+autocast), as the reference. The reference hands that bfloat16 cost matrix to scipy, which cannot read it; here the
+matching runs on its exact float64 copy.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ def sine_embedding(pos: Tensor, hidden_dim: int) -> Tensor:
     dim_t = 10000 ** (2 * (dim_t // 2) / half)
     parts = []
     for coord in (pos[..., 1], pos[..., 0]):
-        p = (coord.float() * 2 * math.pi)[..., None] / dim_t
+        p = (coord * (2 * math.pi))[..., None] / dim_t  # scaled in pos's dtype, divided in float32 (reference)
         parts.append(torch.stack((p[..., 0::2].sin(), p[..., 1::2].cos()), dim=-1).flatten(-2))
     return torch.cat(parts, dim=-1)
 
@@ -102,6 +107,7 @@ class RadarDetector(nn.Module):
                                            activation=nn.GELU(), batch_first=True)
         self.tf = nn.TransformerDecoder(layer, cfg.radar_num_layers, norm=nn.LayerNorm(d))
         nn.init.xavier_uniform_(self.q)
+        self.float_type: torch.dtype | None = None  # precision=reference: inputs' and targets' dtype
         self.state_decoder = nn.Sequential(nn.Linear(d, cfg.radar_hidden_dim_decoder), nn.ReLU(True),
                                            nn.Linear(cfg.radar_hidden_dim_decoder, 3))
         self.label_decoder = nn.Linear(d, 1)
@@ -115,16 +121,17 @@ class RadarDetector(nn.Module):
 
     def forward(self, bev_features: Tensor, radar: Tensor, speed: Tensor) -> tuple[Tensor, Tensor]:
         """(B,C,h,w) LiDAR features, (B,300,5) radar points, (B,) speed -> (features (B,Q,D), predictions (B,Q,4))."""
-        cfg = self.cfg
-        radar = torch.nan_to_num(radar.float())
+        cfg, ft = self.cfg, self.float_type
+        radar = torch.nan_to_num(radar.to(ft or torch.float32))
         bev = self.bev_proj(bev_features)
-        ego = self.ego_vel_proj(speed.reshape(-1, 1).to(bev.dtype) / cfg.max_speed)[:, None]
+        feats_type = bev.dtype if ft is None else ft  # autocast alone: scalar features in the BEV features' dtype
+        ego = self.ego_vel_proj(speed.reshape(-1, 1).to(feats_type) / cfg.max_speed)[:, None]
         xy, rel_v, sensor = radar[..., :2], radar[..., 3:4], radar[..., 4].long().clamp(0, cfg.num_radar_sensors - 1)
-        feats = torch.cat([self._grid_sample(bev, xy), (rel_v / cfg.max_speed).to(bev.dtype),
-                           F.one_hot(sensor, cfg.num_radar_sensors).to(bev.dtype)], dim=-1)
+        feats = torch.cat([self._grid_sample(bev, xy), (rel_v / cfg.max_speed).to(feats_type),
+                           F.one_hot(sensor, cfg.num_radar_sensors).to(feats_type)], dim=-1)
         tokens = self.radar_point_tokenizer(feats) + sine_embedding(unit_normalize(xy, cfg), cfg.radar_token_dim)
         kv = torch.cat([bev.flatten(2).transpose(1, 2) + self.bev_pos_embed, ego + self.ego_vel_pos_embed,
-                        tokens.to(bev.dtype)], dim=1)
+                        tokens.to(bev.dtype) if ft is None else tokens], dim=1)
         features = self.tf(self.q.expand(kv.shape[0], -1, -1), kv)
         state, logits = self.state_decoder(features), self.label_decoder(features)
         x_c, x_r = (cfg.max_x_meter + cfg.min_x_meter) / 2, (cfg.max_x_meter - cfg.min_x_meter) / 2
@@ -138,15 +145,19 @@ class RadarDetector(nn.Module):
         return like.new_tensor([cfg.max_x_meter - cfg.min_x_meter, cfg.max_y_meter - cfg.min_y_meter, cfg.max_speed])
 
     def loss(self, pred: Tensor, data: dict, metrics: dict | None = None) -> Tensor:
-        cfg = self.cfg
-        gt = data["radar_detections"].float()
+        cfg, ft = self.cfg, self.float_type
+        gt = data["radar_detections"].to(ft or torch.float32)
         gt_state, gt_valid = gt[..., :3], gt[..., 3:4]
-        p_state, p_label = pred[..., :3].float(), pred[..., 3:4].float()
-        scale = self._scale(p_state)
+        if ft is None:  # autocast alone: costs and loss in float32
+            p_state, p_label = pred[..., :3].float(), pred[..., 3:4].float()
+        else:  # the reference: in the predictions' dtype (bfloat16 under autocast)
+            p_state, p_label = pred[..., :3], pred[..., 3:4]
+        scale = self._scale(gt_state)
         state_cost = ((p_state[:, :, None] - gt_state[:, None]) / scale).abs().sum(-1) * gt_valid[:, None, :, 0]
         n = p_label.shape[1]
-        ce_cost = F.binary_cross_entropy_with_logits(p_label.expand(-1, -1, n),
-                                                     gt_valid[..., 0][:, None].expand(-1, n, -1), reduction="none")
+        ce_cost = F.binary_cross_entropy_with_logits(p_label.float().expand(-1, -1, n),
+                                                     gt_valid[..., 0].float()[:, None].expand(-1, n, -1),
+                                                     reduction="none").to(p_label.dtype)
         cost = (cfg.radar_regression_loss_weight * state_cost + cfg.radar_classification_loss_weight * ce_cost)
         cost = cost.detach().cpu().double().numpy()
         cols = torch.as_tensor(np.stack([linear_sum_assignment(c)[1] for c in cost]), device=pred.device)
@@ -154,7 +165,8 @@ class RadarDetector(nn.Module):
         matched_valid = gt_valid.gather(1, cols[..., None])[..., 0]
         per_query = ((p_state - matched_gt_state) / scale).abs().sum(-1) * matched_valid
         state_loss = per_query.sum(-1) / matched_valid.sum(-1).clamp(min=1)
-        ce = F.binary_cross_entropy_with_logits(p_label[..., 0], matched_valid, reduction="none").mean(-1)
+        ce = F.binary_cross_entropy_with_logits(p_label[..., 0].float(), matched_valid.float(),
+                                                reduction="none").mean(-1).to(p_label.dtype)
         if metrics is not None:
             with torch.no_grad():
                 valid = matched_valid.bool()

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from leadio.lead import to_lead_batch
+from leadtrain.models.precision import PRECISIONS, float_type, keep_norms_fp32
 from leadtrain.models.spec import ModelSpec, normalise_loss_weights
 from leadtrain.models.tfv6.config import TFv6Config
 from leadtrain.models.tfv6.model import TFv6
@@ -21,7 +22,7 @@ from leadtrain.models.tfv6.model import TFv6
 if TYPE_CHECKING:
     from leadtrain.config import TrainingConfig
 
-__all__ = ["LOSS_NAMES", "SPEC", "color_augment", "loss_weights", "reference_loss_table"]
+__all__ = ["LOSS_NAMES", "SPEC", "color_augment", "loss_weights", "reference_loss_table", "set_precision"]
 
 LOSS_NAMES = ("loss_semantic", "loss_depth", "loss_bev_semantic", "loss_center_net_heatmap", "loss_center_net_wh",
               "loss_center_net_offset", "loss_center_net_yaw_class", "loss_center_net_yaw_res",
@@ -81,7 +82,8 @@ def color_augment(rgb: Tensor, prob: float, generator: torch.Generator | None = 
 
 # ---- the row of leadtrain.models.MODELS --------------------------------------------------------------------------
 def _build(cfg: TrainingConfig) -> TFv6:
-    """ImageNet weights for the image encoder unless a checkpoint replaces every weight anyway."""
+    """ImageNet weights for the image encoder unless a checkpoint replaces every weight anyway (the reference
+    fetches them regardless: same weights in the end, no download)."""
     weights = "none" if cfg.load_file or cfg.continue_failed_training else cfg.image_pretrained_weights
     return TFv6(cfg.tfv6, planning=cfg.use_planning_decoder, encoder_backend=cfg.encoder_backend,
                 image_pretrained_weights=weights)
@@ -111,6 +113,21 @@ def _channels_last(model: nn.Module) -> None:
     model.backbone.channels_last = True  # the encoders' inputs too
 
 
+def set_precision(model: TFv6, precision: str, mixed_precision: str) -> torch.dtype | None:
+    """``precision=reference``: the reference's casts to the mixed-precision dtype (`TFv6.set_float_type`) and its
+    norm layers in float32 (`leadtrain.models.precision`); ``autocast``: float32 inputs and targets. Returns the
+    dtype the weighted losses are summed in (None: float32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: expected {' or '.join(PRECISIONS)}")
+    if precision == "autocast" or mixed_precision == "no":
+        model.set_float_type(None)
+        return None
+    dtype = float_type(mixed_precision)
+    model.set_float_type(dtype)
+    keep_norms_fp32(model)
+    return dtype
+
+
 SPEC = ModelSpec(name="tfv6", build=_build, prepare=_prepare, forward=lambda cfg, model, data: model(data),
                  losses=_losses, loss_table=lambda cfg: reference_loss_table(cfg.tfv6, cfg.use_planning_decoder),
-                 loss_names=LOSS_NAMES, viz=_viz, channels_last=_channels_last)
+                 loss_names=LOSS_NAMES, viz=_viz, channels_last=_channels_last, set_precision=set_precision)
