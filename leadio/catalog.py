@@ -26,6 +26,7 @@ import contextlib
 import logging
 import math
 import os
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,9 +48,9 @@ from leadio.catalog_store import (
 from leadio.files import file_lock, remove_stale_temps
 from leadio.format.errors import FrameReadError, RouteError
 from leadio.format.frame import read_meta
-from leadio.format.routes import FRAME_FOLDERS, RouteInfo, discover_routes, list_frames
+from leadio.format.routes import FRAME_FOLDERS, RouteInfo, discover_routes, frame_names
 from leadio.schema import scenario_type
-from leadio.targets.planning import planning_targets
+from leadio.targets.planning import has_planning_targets, planning_targets
 
 __all__ = ["ScanReport", "build_catalog", "main", "route_fingerprint"]
 
@@ -91,19 +92,32 @@ def route_fingerprint(route_dir: Path, root: Path | None = None) -> str:
 
 
 def check_frame_sets(route_dir: Path) -> int:
-    """Check that every per-frame folder holds the frames 0..n-1; return n.
+    """Check that every per-frame folder holds the frames 0..n-1, one ``NNNN.<ext>`` file each; return n.
 
     Raises:
-        RouteError: a folder is missing, or holds a different frame set than ``bboxes/`` (names the frames).
+        RouteError: a folder is missing or cannot be listed, holds a different frame set than ``bboxes/``, or a
+            file named otherwise for one of its frames (``005.jpg`` beside ``0005.jpg``); names the frames.
     """
-    frames = list_frames(route_dir, "bboxes")
+    names = {folder: frame_names(route_dir, folder) for folder in FRAME_FOLDERS}
+    for folder, held in names.items():
+        for f, files in held.items():
+            canonical = f"{f:04d}.{FRAME_FOLDERS[folder]}"
+            strays = [n for n in files if n != canonical]
+            if strays and canonical in files:
+                raise RouteError(route_dir, f"{folder}/ holds {', '.join(strays)} beside {canonical}: two files for "
+                                            f"frame {f} (LEAD names frame files NNNN.{FRAME_FOLDERS[folder]}, "
+                                            f"zero-padded to 4 digits); remove the stray file")
+            if strays:
+                raise RouteError(route_dir, f"{folder}/{strays[0]} should be named {canonical} (LEAD zero-pads frame "
+                                            f"numbers to 4 digits; leadio reads {canonical}); rename it")
+    frames = sorted(names["bboxes"])
     expected = list(range(len(frames)))
     if frames != expected:
         gaps = sorted(set(expected) - set(frames))[:10]
         raise RouteError(route_dir, f"bboxes/ holds frames {frames[:3]}...{frames[-3:]}, expected 0..{len(frames) - 1}"
                                     f" without gaps (missing {gaps})")
     for folder in FRAME_FOLDERS:
-        other = list_frames(route_dir, folder)
+        other = sorted(names[folder])
         if other != frames:
             if not (route_dir / folder).is_dir():
                 raise RouteError(route_dir, f"folder {folder}/ is missing")
@@ -141,22 +155,23 @@ def scan_route(root: Path, info: RouteInfo) -> dict[str, np.ndarray]:
     cols: dict[str, list] = {k: [] for k in ("waypoints", "route_points", "target_point", "command",
                                               "has_waypoints")}
     for f, meta in enumerate(metas):
-        try:
-            t = planning_targets(meta, perturbated=False)
+        try:  # the shard build's own computation (`leadio.preprocess.targets_record`), so both agree on every frame
+            t = planning_targets(meta, perturbated=False, require_future=False)
+        except Exception as e:
+            raise FrameReadError(route_dir, f, route_dir / "metas" / f"{f:04d}.pkl",
+                                 f"cannot compute planning targets ({type(e).__name__}: {e})") from e
+        if has_planning_targets(t):
             cols["waypoints"].append(t["waypoints"])
             cols["route_points"].append(t["route"])
             cols["target_point"].append(t["target_point"])
             cols["command"].append(int(np.argmax(t["command"])))
             cols["has_waypoints"].append(True)
-        except ValueError:  # too few future positions near the route end: no planning targets
+        else:  # too few future positions near the route end: no planning targets
             cols["waypoints"].append(np.full((8, 2), np.nan, np.float32))
             cols["route_points"].append(np.full((10, 2), np.nan, np.float32))
             cols["target_point"].append(np.full(2, np.nan, np.float32))
             cols["command"].append(-1)
             cols["has_waypoints"].append(False)
-        except Exception as e:
-            raise FrameReadError(route_dir, f, route_dir / "metas" / f"{f:04d}.pkl",
-                                 f"cannot compute planning targets ({type(e).__name__}: {e})") from e
     out = {
         "route": np.array([info.rel_path] * n, dtype=object),
         "frame": np.arange(n, dtype=np.int32),
@@ -183,12 +198,19 @@ def scan_route(root: Path, info: RouteInfo) -> dict[str, np.ndarray]:
     return out
 
 
+#: What reading a malformed route can raise besides FrameReadError and RouteError (a value no reader checks, an
+#: unreadable file): reported as the route's error, so --skip-bad-routes can leave it out (a scan writes nothing).
+_ROUTE_FAULTS = (ValueError, TypeError, KeyError, IndexError, ArithmeticError, OSError)
+
+
 def _scan_one(args: tuple[Path, RouteInfo]) -> tuple[RouteInfo, dict | None, Exception | None]:
     root, info = args
     try:
         return info, scan_route(root, info), None
     except (FrameReadError, RouteError) as e:
         return info, None, e
+    except _ROUTE_FAULTS as e:
+        return info, None, RouteError(info.path(root), f"cannot be scanned ({type(e).__name__}: {e})")
 
 
 @dataclass
@@ -254,7 +276,9 @@ def _build_catalog(root: Path, workers: int, on_error: str, progress: bool, data
     config = dataset_config_for_root(root, _remembered_config(path, dataset_config))
     found = discover_routes(root, on_error=on_error)
     trainable = [r for r in found if r.trainable]
-    fingerprints = {r.rel_path: route_fingerprint(r.path(root), root) for r in trainable}
+    skipped: dict[str, str] = {r.rel_path: f"route {r.rel_path}: {r.filter_reason}" for r in found
+                               if (r.filter_reason or "").startswith("unreadable (skipped)")}
+    fingerprints = _fingerprints(root, trainable, on_error, skipped)
 
     old = _old_catalog(path)
     old_fp: dict[str, str] = {}
@@ -262,14 +286,13 @@ def _build_catalog(root: Path, workers: int, on_error: str, progress: bool, data
     if old is not None:
         old_fp = dict(zip(old.routes["rel_path"], old.routes["fingerprint"], strict=True))
         old_rows = old.route_rows()
-        if _up_to_date(old, old_fp, found, fingerprints, config.name):
+        if not skipped and _up_to_date(old, old_fp, found, fingerprints, config.name):
             return ScanReport(path, len(found), len(trainable), 0, len(trainable), {}, len(old),
                               time.perf_counter() - t0, rewritten=False)
 
-    todo = [r for r in trainable if not (old_fp.get(r.rel_path) == fingerprints[r.rel_path]
-                                         and r.rel_path in old_rows)]
-    skipped: dict[str, str] = {r.rel_path: f"route {r.rel_path}: {r.filter_reason}" for r in found
-                               if (r.filter_reason or "").startswith("unreadable (skipped)")}
+    todo = [r for r in trainable if r.rel_path not in skipped and not (
+        old_fp.get(r.rel_path) == fingerprints[r.rel_path] and r.rel_path in old_rows)]
+    reused = sum(r.rel_path not in skipped for r in trainable) - len(todo)
     scanned = _scan_routes(root, todo, workers, on_error, progress, skipped)
     parts, routes, row = _catalog_rows(found, scanned, skipped, fingerprints, old, old_rows)
     if not parts:
@@ -279,8 +302,23 @@ def _build_catalog(root: Path, workers: int, on_error: str, progress: bool, data
     attrs = {"format": "leadio-catalog", "version": CATALOG_VERSION, "dataset_config": config.name,
              "num_rows": int(row), "skipped_routes": skipped}
     write_catalog(path, Catalog(columns, routes, attrs))
-    return ScanReport(path, len(found), len(trainable), len(todo), len(trainable) - len(todo), skipped, row,
+    return ScanReport(path, len(found), len(trainable), len(todo), reused, skipped, row,
                       time.perf_counter() - t0, rewritten=True)
+
+
+def _fingerprints(root: Path, trainable: list[RouteInfo], on_error: str, skipped: dict[str, str]) -> dict[str, str]:
+    """`route_fingerprint` of each route; a route whose files cannot be read raises, or with on_error="skip"
+    joins ``skipped``."""
+    out = {}
+    for r in trainable:
+        try:
+            out[r.rel_path] = route_fingerprint(r.path(root), root)
+        except (RouteError, OSError) as e:
+            error = e if isinstance(e, RouteError) else RouteError(r.path(root), f"cannot be read ({e})")
+            if on_error != "skip":
+                raise error from e
+            skipped[r.rel_path] = str(error)
+    return out
 
 
 def _remembered_config(path: Path, dataset_config: str | None) -> str | None:
@@ -318,7 +356,8 @@ def _scan_routes(root: Path, todo: list[RouteInfo], workers: int, on_error: str,
     jobs = [(root, r) for r in todo]
     bar = tqdm(total=len(jobs), desc="catalog", unit="route", disable=not progress or not jobs, leave=False)
     frames_done = 0
-    pool = process_pool(workers) if workers > 1 and len(jobs) > 1 else None
+    pool = process_pool(workers, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) \
+        if workers > 1 and len(jobs) > 1 else None  # Ctrl-C: the main process alone says so, once
     try:
         results = pool.map(_scan_one, jobs, chunksize=1) if pool else map(_scan_one, jobs)
         for info, cols, error in results:

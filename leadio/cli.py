@@ -11,6 +11,10 @@ with 2; ``--verbose`` shows the traceback instead. The trade-off: user errors ar
 (``ValueError``, ``OSError``, ``KeyError``, ``ImportError``, and leadio's errors, which derive from those), so
 a bug raising one of these also prints one line; rerun with ``--verbose`` to see where it came from. Any other
 exception is a bug and keeps its traceback.
+
+Ctrl-C prints one line and exits with 130 (the shell's code for SIGINT): for the commands that write (synth,
+catalog, buckets, shard) it says that rerunning the same command resumes, which holds because each writes its
+files atomically and a rerun keeps what is complete; a command that only reads passes its own line.
 """
 
 from __future__ import annotations
@@ -21,13 +25,17 @@ import inspect
 import sys
 from collections.abc import Callable, Sequence
 
-__all__ = ["COMMANDS", "DEFAULT_ROOT", "HelpFormatter", "USER_ERRORS", "add_root", "main", "make_parser",
-           "one_line", "run_guarded"]
+__all__ = ["COMMANDS", "DEFAULT_ROOT", "INTERRUPTED", "INTERRUPTED_EXIT", "HelpFormatter", "USER_ERRORS", "add_root",
+           "main", "make_parser", "one_line", "run_guarded"]
 
 #: LEAD's dataset root, relative to the working directory (what LEAD's scripts use when given no argument).
 DEFAULT_ROOT = "data/carla_leaderboard2"
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, KeyError, ImportError)
+
+#: What a writing command prints on Ctrl-C (see the module docstring), and the exit code.
+INTERRUPTED = "interrupted; rerun the same command to resume (nothing written is lost)"
+INTERRUPTED_EXIT = 130
 
 #: subcommand -> (module whose main(argv) runs it, leading arguments, one-line description)
 COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -76,8 +84,10 @@ def one_line(error: BaseException) -> str:
     return text
 
 
-def run_guarded(fn: Callable[[], int | None], verbose: bool, prog: str | None = None) -> int:
-    """``fn()``'s exit code; a user error prints one line and gives 2 (re-raised when ``verbose``)."""
+def run_guarded(fn: Callable[[], int | None], verbose: bool, prog: str | None = None, *,
+                interrupted: str = INTERRUPTED) -> int:
+    """``fn()``'s exit code; a user error prints one line and gives 2, Ctrl-C prints ``interrupted`` and gives 130
+    (both re-raised when ``verbose``)."""
     try:
         return fn() or 0
     except USER_ERRORS as e:
@@ -85,6 +95,11 @@ def run_guarded(fn: Callable[[], int | None], verbose: bool, prog: str | None = 
             raise
         print(f"{prog + ': ' if prog else ''}error: {one_line(e)} (--verbose shows the traceback)", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if verbose:
+            raise
+        print(f"{prog + ': ' if prog else ''}{interrupted}", file=sys.stderr)
+        return INTERRUPTED_EXIT
 
 
 def _usage() -> str:

@@ -20,7 +20,7 @@ import numpy as np
 
 from leadio.format.config import DatasetConfig
 from leadio.format.errors import FrameReadError
-from leadio.format.frame import frame_file, read_frame
+from leadio.format.frame import check_rgb_jpeg, frame_file, read_frame
 from leadio.schema import (
     RADAR_POINTS_PER_SENSOR,
     member_layout,
@@ -31,7 +31,7 @@ from leadio.schema import (
 from leadio.targets.bev import bev_semantic
 from leadio.targets.boxes import box_rows
 from leadio.targets.lidar import lidar_bev_histogram, radar_input
-from leadio.targets.planning import planning_targets
+from leadio.targets.planning import has_planning_targets, planning_targets
 
 __all__ = ["preprocess_frame", "targets_record"]
 
@@ -48,7 +48,7 @@ def targets_record(meta: dict, perturbated: bool, num_boxes: int) -> bytes:
             scenario type.
     """
     targets = planning_targets(meta, perturbated, require_future=False)
-    has = float(np.isfinite(targets["waypoints"]).all() and np.isfinite(targets["route"]).all())
+    has = float(has_planning_targets(targets))
     extra = [has, num_boxes, scenario_type_id(meta)] + [
         float(meta[k]) if meta.get(k) is not None else np.nan
         for k in ("perturbation_translation", "perturbation_rotation")]  # fmt: skip
@@ -72,6 +72,7 @@ def preprocess_frame(route_dir: str | Path, frame: int, config: DatasetConfig) -
         p = view == "perturbated"
         raw = read_frame(route_dir, frame, config, view=view,
                          modalities=("rgb_jpeg", "semantics", "depth", "hdmap", "radar"))
+        check_rgb_jpeg(route_dir, frame, raw["rgb_jpeg"], view)  # stored as is, so it must decode in training
         if raw["depth"].dtype != np.uint8:  # the member holds LEAD's 8-bit encoding (v/255*50 m) only
             raise FrameReadError(route_dir, frame, frame_file(route_dir, "depth", frame, view),
                                  f"depth PNG is {raw['depth'].dtype} (LEAD's optional 16-bit depth, "
@@ -89,7 +90,7 @@ def preprocess_frame(route_dir: str | Path, frame: int, config: DatasetConfig) -
                 "boxes": rows.astype("<f4").tobytes(),
                 "targets": targets_record(meta, p, count),
             }
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, IndexError, ArithmeticError) as e:
             raise FrameReadError(route_dir, frame, Path(route_dir) / "metas" / f"{frame:04d}.pkl",
                                  f"cannot build the {view} sample ({type(e).__name__}: {e})") from e
         for name, member in layout.items():

@@ -62,9 +62,9 @@ if TYPE_CHECKING:
     from leadio.format.config import DatasetConfig
 
 __all__ = [
-    "BOX_COLUMNS", "DEFAULT_KEYS", "DEPTH_MAX_M", "EGO_EXTENT", "EXTRA_TARGETS", "FIELD_MEMBER", "KEYS",
-    "LIDAR_HIST_MAX", "LIDAR_USED_TIME_STEPS", "PIPELINE_VERSION", "SCENARIO_TYPES", "TARGET_FIELDS",
-    "TARGET_LAYOUT", "TARGET_RECORD_BYTES", "VIEW_SUFFIX",
+    "BEV_SEMANTIC_CLASSES", "BOX_COLUMNS", "CAMERA_SEMANTIC_CLASSES", "DEFAULT_KEYS", "DEPTH_MAX_M", "EGO_EXTENT",
+    "EXTRA_TARGETS", "FIELD_MEMBER", "HDMAP_CLASSES", "KEYS", "LIDAR_HIST_MAX", "LIDAR_USED_TIME_STEPS",
+    "PIPELINE_VERSION", "SCENARIO_TYPES", "TARGET_FIELDS", "TARGET_LAYOUT", "TARGET_RECORD_BYTES", "VIEW_SUFFIX",
     "BoxClass", "BoxColumn", "Member", "member_layout", "member_name", "members_for_keys", "pack_targets",
     "pipeline_hash", "pipeline_params", "scenario_type", "scenario_type_id", "unpack_targets",
 ]  # fmt: skip
@@ -84,6 +84,14 @@ WAYPOINT_TICKS = tuple(range(5, 41, 5))  # 8 waypoints 0.25 s apart (20 Hz ticks
 ROUTE_OUTPUT_POINTS = 10
 TARGET_SPEED_CLASSES = (0.0, 4.0, 8.0, 10.0, 13.88888888, 16.0, 17.77777777, 20.0)  # m/s, as LEAD
 VIEW_SUFFIX = {"normal": "n", "perturbated": "p"}
+#: Class ids of the camera semantics (LEAD's grouped TransFuser ids 0-9, docs/format.md §4.3): the ``semantic``
+#: member and the semantic head. The build refuses a semantics PNG holding an id >= this.
+CAMERA_SEMANTIC_CLASSES = 10
+#: Class ids of the BEV semantic target (0-12, docs/format.md §4.5): the ``bev`` member and the BEV head.
+BEV_SEMANTIC_CLASSES = 13
+#: ChauffeurNet ids a raw hdmap PNG may hold (0-8: LEAD remaps them through a 9-entry table, §4.5); the build
+#: refuses an hdmap holding an id >= this.
+HDMAP_CLASSES = 9
 
 
 class BoxColumn(IntEnum):

@@ -31,6 +31,7 @@ from pathlib import Path
 import xxhash
 
 from leadio.files import atomic_write_bytes, file_lock, file_xxh3, remove_stale_temps
+from leadio.format.errors import RouteError
 from leadio.format.routes import FRAME_FOLDERS
 
 __all__ = ["STAMP_DIR", "RouteStamps", "file_digest", "frame_digest", "frame_files", "route_fingerprints"]
@@ -38,6 +39,7 @@ __all__ = ["STAMP_DIR", "RouteStamps", "file_digest", "frame_digest", "frame_fil
 log = logging.getLogger(__name__)
 STAMP_DIR = ".leadio/stamps"
 MISSING = "missing"
+_MAX_CACHE_NAME = 200  # a route name longer than this gets a shortened cache name (its lock and temp add ~30)
 
 
 def file_digest(path: str | Path) -> str:
@@ -61,7 +63,7 @@ class RouteStamps:
     def __init__(self, root: str | Path, route: str):
         self.root, self.route = Path(root), route
         self.dir = self.root / route
-        self.cache = self.root / STAMP_DIR / f"{route}.json"
+        self.cache = self.root / STAMP_DIR / _cache_name(route)
         self.entries: dict[str, list] = {}
         self._new: dict[str, list] = {}
         with contextlib.suppress(OSError, ValueError):
@@ -70,12 +72,19 @@ class RouteStamps:
                 self.entries = {k: v for k, v in data.items() if isinstance(v, list) and len(v) == 3}
 
     def digest(self, name: str) -> str:
-        """Digest of ``<route>/<name>`` (``"missing"`` when absent), from the cache when its stamp still fits."""
+        """Digest of ``<route>/<name>`` (``"missing"`` when absent), from the cache when its stamp still fits.
+
+        Raises:
+            RouteError: the file exists but cannot be read (permission denied, a folder in its place, I/O error).
+        """
         path = self.dir / name
         try:
             st = os.stat(path)
         except FileNotFoundError:
             return MISSING
+        except OSError as e:
+            raise RouteError(self.dir, f"{name} cannot be read ({e.strerror or e}); make it readable, or leave the "
+                                       f"route out with --skip-bad-routes") from e
         entry = self.entries.get(name)
         if entry is not None and entry[0] == st.st_size and entry[1] == st.st_mtime_ns:
             return entry[2]
@@ -84,6 +93,9 @@ class RouteStamps:
             after = os.stat(path)
         except FileNotFoundError:
             return MISSING
+        except OSError as e:
+            raise RouteError(self.dir, f"{name} cannot be read ({e.strerror or e}); make it readable, or leave the "
+                                       f"route out with --skip-bad-routes") from e
         if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
             self.entries[name] = self._new[name] = [st.st_size, st.st_mtime_ns, digest]
         return digest
@@ -114,6 +126,16 @@ class RouteStamps:
 
     def __exit__(self, *exc) -> None:
         self.save()
+
+
+def _cache_name(route: str) -> str:
+    """``<data/Scenario/Route>.json``; a route name too long for a file name with the lock and temp suffixes
+    becomes its first characters plus a hash of the whole name."""
+    head, _, name = route.rpartition("/")
+    raw = os.fsencode(name)
+    if len(raw) > _MAX_CACHE_NAME:
+        name = f"{raw[:100].decode(errors='ignore')}-{xxhash.xxh3_64_hexdigest(raw)}"
+    return f"{head}/{name}.json" if head else f"{name}.json"
 
 
 def frame_digest(stamps: RouteStamps, frame: int) -> str:

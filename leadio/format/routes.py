@@ -18,6 +18,7 @@ __all__ = [
     "FRAME_FOLDERS",
     "RouteInfo",
     "discover_routes",
+    "frame_names",
     "list_frames",
     "route_filter_reason",
     "trainable_routes_on_disk",
@@ -107,24 +108,45 @@ def _read_results(route_dir: Path) -> dict | None:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RouteError(route_dir, f"results.json is not valid JSON ({e}); expected LEAD's RouteRecord") from e
+    except OSError as e:  # permission denied, a folder in its place, an I/O error
+        raise RouteError(route_dir, f"results.json cannot be read ({e.strerror or e}); make it readable, or leave "
+                                    f"the route out with --skip-bad-routes") from e
     if not isinstance(data, dict):
         raise RouteError(route_dir, f"results.json holds a {type(data).__name__}, expected a JSON object")
     return data
 
 
-def list_frames(route_dir: str | Path, folder: str = "bboxes") -> list[int]:
-    """Sorted frame numbers present in one per-frame folder of a route (``[]`` if the folder is missing)."""
+def frame_names(route_dir: str | Path, folder: str = "bboxes") -> dict[int, list[str]]:
+    """Frame number -> the file names in one per-frame folder that hold it (``NNNN.<ext>``; a stray ``005.jpg``
+    beside ``0005.jpg`` makes two). ``{}`` if the folder is missing.
+
+    Raises:
+        RouteError: the folder cannot be listed (permission denied, not a folder).
+    """
     ext = "." + FRAME_FOLDERS[folder]
-    frames = []
+    out: dict[int, list[str]] = {}
     try:
         entries = os.listdir(Path(route_dir) / folder)
     except FileNotFoundError:
-        return []
+        return {}
+    except OSError as e:
+        raise RouteError(route_dir, f"folder {folder}/ cannot be listed ({e.strerror or e}); make it readable, or "
+                                    f"leave the route out with --skip-bad-routes") from e
     for entry in entries:
         stem, dot, suffix = entry.partition(".")
         if dot and "." + suffix == ext and stem.isdigit():
-            frames.append(int(stem))
-    return sorted(frames)
+            out.setdefault(int(stem), []).append(entry)
+    return {f: sorted(names) for f, names in sorted(out.items())}
+
+
+def list_frames(route_dir: str | Path, folder: str = "bboxes") -> list[int]:
+    """Sorted frame numbers present in one per-frame folder of a route (``[]`` if the folder is missing); a frame
+    held by two files (``005.jpg`` beside ``0005.jpg``) is listed twice.
+
+    Raises:
+        RouteError: the folder cannot be listed (permission denied, not a folder).
+    """
+    return sorted(f for f, names in frame_names(route_dir, folder).items() for _ in names)
 
 
 def discover_routes(root: str | Path, on_error: str = "raise") -> list[RouteInfo]:
@@ -152,7 +174,9 @@ def discover_routes(root: str | Path, on_error: str = "raise") -> list[RouteInfo
             route_dir = data_dir / scenario / name
             if name.startswith(".") or not route_dir.is_dir():
                 continue  # hidden folders are in-progress writes (e.g. leadio.synth's .tmp-*)
+            num_frames, reason = 0, None
             try:
+                num_frames = len(list_frames(route_dir, "bboxes"))
                 reason = route_filter_reason(_read_results(route_dir), (route_dir / "metas" / "0000.pkl").exists())
             except RouteError as e:
                 if on_error != "skip":
@@ -162,7 +186,7 @@ def discover_routes(root: str | Path, on_error: str = "raise") -> list[RouteInfo
                 rel_path=f"data/{scenario}/{name}",
                 scenario=scenario,
                 name=name,
-                num_frames=len(list_frames(route_dir, "bboxes")),
+                num_frames=num_frames,
                 filter_reason=reason,
             ))
     return routes

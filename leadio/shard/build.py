@@ -31,6 +31,7 @@ import contextlib
 import json
 import logging
 import re
+import signal
 import time
 from concurrent.futures import as_completed
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from leadio.catalog import build_catalog
 from leadio.catalog_store import CATALOG_VERSION, Catalog, load_catalog, write_catalog
 from leadio.files import atomic_write_bytes, file_lock, remove_stale_temps
 from leadio.format.config import DatasetConfig, dataset_config_for_root
-from leadio.format.errors import FrameReadError
+from leadio.format.errors import FrameReadError, RouteError
 from leadio.schema import PIPELINE_VERSION, pipeline_hash, pipeline_params
 from leadio.shard.jobs import (
     DEFAULT_SHARD_SIZE,
@@ -84,9 +85,15 @@ class BuildReport:
     workers: int
     merged: bool
     rewritten: dict[str, str] = field(default_factory=dict)  # shard path -> why a shard on disk was redone
-    skipped_routes: dict[str, str] = field(default_factory=dict)
+    skipped_routes: dict[str, str] = field(default_factory=dict)  # left out while writing shards
+    catalog_skipped: dict[str, str] = field(default_factory=dict)  # left out by the catalog scan
+    merge_current: bool = False  # the set's catalog and manifest were already current: nothing was rewritten
 
     def summary(self) -> str:
+        if self.merged and self.merge_current and not self.shards_written:
+            s = (f"shard set {self.set_dir}: up to date, nothing rewritten (0 shards written; {self.shards_skipped} "
+                 f"of {self.shards_total} already complete; catalog and manifest current)")
+            return s + self._skips()
         rate = self.samples_written / self.seconds if self.seconds > 0 else 0.0
         mbs = self.bytes_written / 1e6 / self.seconds if self.seconds > 0 else 0.0
         s = (f"shard set {self.set_dir}: wrote {self.shards_written} shards ({self.samples_written} samples, "
@@ -96,10 +103,20 @@ class BuildReport:
         if self.rewritten:
             first = next(iter(self.rewritten.items()))
             s += f"; {len(self.rewritten)} redone (first: {first[0]} {first[1]})"
+        s += self._skips()
+        if not self.merged:
+            return s + "; not merged (run --merge)"
+        return s + ("; catalog and manifest current" if self.merge_current else "; catalog and manifest written")
+
+    def _skips(self) -> str:
+        s = ""
         if self.skipped_routes:
             s += f"; SKIPPED {len(self.skipped_routes)} bad routes (--skip-bad-routes): " + "; ".join(
                 self.skipped_routes.values())
-        return s + ("; catalog and manifest written" if self.merged else "; not merged (run --merge)")
+        if self.catalog_skipped:
+            s += (f"; the catalog scan SKIPPED {len(self.catalog_skipped)} more (--skip-bad-routes): "
+                  + "; ".join(self.catalog_skipped.values()))
+        return s
 
 
 def _parse_part(part: str | None) -> tuple[int, int]:
@@ -170,7 +187,7 @@ def build_shard_set(root: str | Path, collection: str = "full_pretrain", *, work
     i, n = _parse_part(part)
     config = dataset_config_for_root(root, dataset_config)
     merge = (part is None) if merge is None else merge
-    build_catalog(root, workers=workers, on_error=on_error, progress=False, dataset_config=config.name)
+    scan = build_catalog(root, workers=workers, on_error=on_error, progress=False, dataset_config=config.name)
     coll, bucket_file = load_or_build(root, collection, workers=workers, dataset_config=config.name,
                                       on_error=on_error)
     set_dir = shard_set_dir(root, coll.name, config)
@@ -183,37 +200,63 @@ def build_shard_set(root: str | Path, collection: str = "full_pretrain", *, work
     skipped: dict[str, str] = {}
     set_dir.mkdir(parents=True, exist_ok=True)
     with _build_lock(set_dir, None if part is None else (i, n)):
-        while True:
-            used = _without_routes(coll, skipped)
-            assignment = plan_shards(root, used, config, shard_size, samples_per_shard)
-            assignment["pipeline_hash"] = pipeline_hash(config)
-            assignment["bucket_file"] = bucket_file.relative_to(root).as_posix()
-            assignment["skipped_routes"] = skipped
-            atomic_write_bytes(set_dir / "assignment.json", json.dumps(assignment, indent=1).encode())
-            jobs = [j for j in jobs_of(assignment) if j.index % n == i]
-            checks = [(str(set_dir), str(root), j) for j in jobs]
-            if workers > 1 and len(jobs) > 1:
-                with process_pool(workers) as pool:
-                    problems = list(pool.map(check_shard_task, checks, chunksize=max(1, len(jobs) // (4 * workers))))
-            else:
-                problems = [check_shard_task(c) for c in checks]
-            todo = [j for j, p in zip(jobs, problems, strict=True) if p is not None]
-            rewritten = {j.path: p for j, p in zip(jobs, problems, strict=True) if p not in (None, "not written")}
-            for path, why in rewritten.items():
-                log.warning("shard %s %s: rewriting it", set_dir / path, why)
+        while True:  # a route found bad while planning or writing is left out (--skip-bad-routes) and we replan
             try:
-                samples, bytes_ = _write_jobs(root, config, set_dir, todo, workers, progress, coll.name, t0)
+                jobs, todo, rewritten, samples, bytes_ = _plan_and_write(
+                    root, _without_routes(coll, skipped), config, set_dir, (i, n), workers, progress, t0,
+                    shard_size=shard_size, samples_per_shard=samples_per_shard,
+                    extra={"pipeline_hash": pipeline_hash(config),
+                           "bucket_file": bucket_file.relative_to(root).as_posix(), "skipped_routes": skipped})
                 break
-            except FrameReadError as e:
+            except (FrameReadError, RouteError) as e:  # every reader's error names its route
                 route = Path(e.route).relative_to(root).as_posix() if Path(e.route).is_absolute() else e.route
                 if on_error != "skip" or route in skipped or route not in coll.routes:
                     raise
                 skipped[route] = str(e)
                 log.warning("skipping route %s (--skip-bad-routes): %s", route, e)
+    current = False
     if merge:
-        merge_shard_set(root, set_dir, config, _verified=part is None)
+        current = _merge_locked(root, set_dir, config, part is None)[1]
     return BuildReport(set_dir, len(jobs), len(todo), len(jobs) - len(todo), samples, bytes_,
-                       time.perf_counter() - t0, workers, merge, rewritten, skipped)
+                       time.perf_counter() - t0, workers, merge, rewritten, skipped, scan.routes_skipped, current)
+
+
+def _plan_and_write(root: Path, coll: BucketCollection, config: DatasetConfig, set_dir: Path, part: tuple[int, int],
+                    workers: int, progress: bool, t0: float, *, shard_size: int, samples_per_shard: int | None,
+                    extra: dict) -> tuple[list[ShardJob], list[ShardJob], dict[str, str], int, int]:
+    """Assign ``coll``'s samples to shards, check the shards of this part on disk and write those that are not
+    complete: (jobs, jobs written, why shards on disk were redone, samples and bytes written)."""
+    i, n = part
+    assignment = {**plan_shards(root, coll, config, shard_size, samples_per_shard), **extra}
+    _write_if_changed(set_dir / "assignment.json", json.dumps(assignment, indent=1).encode())
+    jobs = [j for j in jobs_of(assignment) if j.index % n == i]
+    checks = [(str(set_dir), str(root), j) for j in jobs]
+    if workers > 1 and len(jobs) > 1:
+        with _pool(workers) as pool:
+            problems = list(pool.map(check_shard_task, checks, chunksize=max(1, len(jobs) // (4 * workers))))
+    else:
+        problems = [check_shard_task(c) for c in checks]
+    todo = [j for j, p in zip(jobs, problems, strict=True) if p is not None]
+    rewritten = {j.path: p for j, p in zip(jobs, problems, strict=True) if p not in (None, "not written")}
+    for path, why in rewritten.items():
+        log.warning("shard %s %s: rewriting it", set_dir / path, why)
+    samples, bytes_ = _write_jobs(root, config, set_dir, todo, workers, progress, coll.name, t0)
+    return jobs, todo, rewritten, samples, bytes_
+
+
+def _pool(workers: int):
+    """A process pool whose workers ignore Ctrl-C: the main process alone stops, says so once, and waits for
+    them (each finishes its shard, which is kept: the rerun resumes from there)."""
+    return process_pool(workers, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+
+
+def _write_if_changed(path: Path, data: bytes) -> bool:
+    """Write ``data`` atomically unless ``path`` already holds exactly it; whether it was written."""
+    with contextlib.suppress(OSError):
+        if path.read_bytes() == data:
+            return False
+    atomic_write_bytes(path, data)
+    return True
 
 
 def _write_jobs(root: Path, config: DatasetConfig, set_dir: Path, todo: list[ShardJob], workers: int,
@@ -224,7 +267,7 @@ def _write_jobs(root: Path, config: DatasetConfig, set_dir: Path, todo: list[Sha
     args = [(str(root), config.name, str(set_dir), j) for j in todo]
     try:
         if workers > 1 and len(todo) > 1:
-            with process_pool(workers) as pool:
+            with _pool(workers) as pool:
                 futures = [pool.submit(write_shard_task, a) for a in args]
                 try:
                     for fut in as_completed(futures):
@@ -263,20 +306,27 @@ def _remove_orphans(set_dir: Path, jobs: list[ShardJob]) -> int:
 
 def merge_shard_set(root: str | Path, set_dir: str | Path, config: DatasetConfig | None = None,
                     _verified: bool = False) -> Path:
-    """Write the set's catalog and manifest from the shards' sidecars (every shard must be complete).
+    """Write the set's catalog and manifest from the shards' sidecars (every shard must be complete); either one
+    that already holds exactly that is left as it is, so a rerun with nothing to do writes nothing.
 
     Raises:
         ValueError: shards are missing (names how many and which parts must still run).
     """
+    return _merge_locked(root, set_dir, config, _verified)[0]
+
+
+def _merge_locked(root: str | Path, set_dir: str | Path, config: DatasetConfig | None,
+                  verified: bool) -> tuple[Path, bool]:
+    """`merge_shard_set` under the set's lock: (manifest path, whether catalog and manifest were already current)."""
     root, set_dir = Path(root), Path(set_dir)
     config = config or dataset_config_for_root(root)
     with file_lock(set_dir / LOCK_NAME, f"shard set {set_dir} (a build or merge)"):
         for name in ("manifest.json", "catalog.zarr"):
             remove_stale_temps(set_dir / name)
-        return _merge(root, set_dir, config, _verified)
+        return _merge(root, set_dir, config, verified)
 
 
-def _merge(root: Path, set_dir: Path, config: DatasetConfig, verified: bool) -> Path:
+def _merge(root: Path, set_dir: Path, config: DatasetConfig, verified: bool) -> tuple[Path, bool]:
     if not (set_dir / "assignment.json").exists():
         raise FileNotFoundError(f"cannot merge {set_dir}: it has no assignment.json, so no part of it was written; "
                                 f"run the --part i/N builds first (or build without --part)")
@@ -313,7 +363,10 @@ def _merge(root: Path, set_dir: Path, config: DatasetConfig, verified: bool) -> 
     members = sidecars[0]["members"]
     attrs = {"format": "leadio-catalog", "version": CATALOG_VERSION, "kind": "shard-set", "members": members,
              "dataset_config": config.name, "num_rows": len(rows)}
-    write_catalog(set_dir / "catalog.zarr", Catalog(columns, route_table, attrs))
+    catalog = Catalog(columns, route_table, attrs)
+    catalog_current = _catalog_holds(set_dir / "catalog.zarr", catalog)
+    if not catalog_current:
+        write_catalog(set_dir / "catalog.zarr", catalog)
     skipped = assignment.get("skipped_routes", {})
     skipped.update(base.attrs.get("skipped_routes") or {})
     coll = _without_routes(BucketCollection.load(root / assignment["bucket_file"]), skipped)
@@ -339,5 +392,22 @@ def _merge(root: Path, set_dir: Path, config: DatasetConfig, verified: bool) -> 
     catalog_dir = set_dir / "catalog.zarr"
     manifest["catalog_files"] = sorted(p.relative_to(catalog_dir).as_posix() for p in catalog_dir.rglob("*")
                                        if p.is_file())  # lets a remote reader fetch the catalog without listing
-    atomic_write_bytes(set_dir / "manifest.json", json.dumps(manifest, indent=1).encode())
-    return set_dir / "manifest.json"
+    written = _write_if_changed(set_dir / "manifest.json", json.dumps(manifest, indent=1).encode())
+    return set_dir / "manifest.json", catalog_current and not written
+
+
+def _catalog_holds(path: Path, catalog: Catalog) -> bool:
+    """Whether the catalog at ``path`` is readable and holds exactly ``catalog``'s columns, routes and attributes
+    (then a merge leaves it as it is)."""
+    try:
+        old = load_catalog(path)
+    except (OSError, ValueError):
+        return False
+
+    def same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+        return a.keys() == b.keys() and all(
+            np.shape(a[k]) == np.shape(b[k]) and np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f")
+            for k in a)
+
+    return (same(old.columns, catalog.columns) and same(old.routes, catalog.routes)
+            and all(old.attrs.get(k) == v for k, v in catalog.attrs.items()))

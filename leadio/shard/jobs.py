@@ -16,6 +16,7 @@ import xxhash
 from leadio.buckets.collection import BucketCollection
 from leadio.files import atomic_write_bytes, file_xxh3, remove_stale_temps, temp_sibling, writing
 from leadio.format.config import DatasetConfig
+from leadio.format.errors import FrameReadError, RouteError
 from leadio.preprocess import preprocess_frame
 from leadio.schema import pipeline_hash
 from leadio.shard.tarwriter import ShardTarWriter, dali_index_text
@@ -42,6 +43,17 @@ class ShardJob:
 def sample_key(route: str, frame: int) -> str:
     """``data/<Scenario>/<Route>`` + frame -> ``<Scenario>/<Route>/NNNN`` (dots replaced: WebDataset splits there)."""
     return f"{route.removeprefix('data/').replace('.', '_')}/{frame:04d}"
+
+
+def _check_keys_unique(routes: set[str]) -> None:
+    """Refuse two routes whose sample keys would be the same (`sample_key` turns dots into underscores)."""
+    owner: dict[str, str] = {}
+    for route in sorted(routes):
+        key = sample_key(route, 0).rsplit("/", 1)[0]
+        if key in owner:
+            raise ValueError(f"routes {owner[key]} and {route} give the same sample keys ({key}/NNNN: a dot in a "
+                             f"name becomes an underscore in keys); rename one of the two route folders")
+        owner[key] = route
 
 
 def shard_set_dir(root: str | Path, collection_name: str, config: DatasetConfig) -> Path:
@@ -85,6 +97,7 @@ def plan_shards(root: Path, collection: BucketCollection, config: DatasetConfig,
         per_bucket.append(frames)
     if not seen:
         raise ValueError(f"collection {collection.name!r} has no frames to shard")
+    _check_keys_unique({route for route, _ in seen})
     if samples_per_shard is not None and samples_per_shard < 1:
         raise ValueError(f"samples per shard must be >= 1, got {samples_per_shard}; pass --samples-per-shard N "
                          f"with N >= 1, or --shard-size")
@@ -153,7 +166,10 @@ def shard_problem(set_dir: Path, job: ShardJob, root: Path | None = None) -> str
     except (OSError, ValueError, KeyError, TypeError) as e:
         return f"has an unreadable sidecar or index ({type(e).__name__}: {e})"
     if root is not None:
-        now = _source_digests(root, job.routes, job.frames)
+        try:
+            now = _source_digests(root, job.routes, job.frames)
+        except (RouteError, FrameReadError) as e:  # rewriting it raises the error, naming its route
+            return f"was built from raw files that cannot be read now ({e})"
         changed = [k for k, a, b in zip(job.keys, meta["sources"], now, strict=True) if a != b]
         if changed:
             return f"was built from raw files that changed since ({len(changed)} samples, first {changed[0]})"

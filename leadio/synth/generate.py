@@ -8,6 +8,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -59,8 +60,21 @@ def _existing(root: Path, spec: RouteSpec) -> RouteStats:
     return RouteStats(spec, len(list((route / "metas").glob("*.pkl"))), sum(p.stat().st_size for p in files), True)
 
 
+def foreign_routes(root: str | Path, num_routes: int, seed: int) -> list[str]:
+    """Route folders under ``root/data`` (``data/<Scenario>/<Route>``) that `generate_root` with these arguments
+    would not write: routes of another seed, or real ones."""
+    data = Path(root) / "data"
+    if not data.is_dir():
+        return []
+    ours = {route_spec(seed, i).relpath for i in range(num_routes)}
+    found = sorted(f"data/{s.name}/{r.name}" for s in data.iterdir() if s.is_dir() and not s.name.startswith(".")
+                   for r in s.iterdir() if r.is_dir() and not r.name.startswith("."))
+    return [r for r in found if r not in ours]
+
+
 def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core already
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the main process alone says so; each route is atomic
 
 
 def generate_root(root: str | Path, num_routes: int, frames_per_route: int, seed: int, workers: int = 1,

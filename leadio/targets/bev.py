@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from leadio.format.config import DatasetConfig
-from leadio.schema import scenario_type
+from leadio.schema import BEV_SEMANTIC_CLASSES, HDMAP_CLASSES, scenario_type
 from leadio.targets.common import (
     BIKERS,
     CONE,
@@ -35,7 +35,7 @@ from leadio.targets.common import (
 _VEHICLE, _WALKER, _OBSTACLE, _PARKING, _SPECIAL, _BIKER, _GREEN, _RED, _RED_NOT_NORMAL = range(1, 10)
 _OCC_OFFSET = 3
 _HDMAP_LUT = np.zeros(256, np.uint8)
-_HDMAP_LUT[:9] = (0, 1, 0, 2, 2, 3, 0, 0, 0)  # ChauffeurNet id -> road 1, lane markers 2, stop signs 3
+_HDMAP_LUT[:HDMAP_CLASSES] = (0, 1, 0, 2, 2, 3, 0, 0, 0)  # ChauffeurNet id -> road 1, lane markers 2, stop signs 3
 _OCC_HALF_RANGE_M = 128.0  # the occupancy canvas spans +-128 m (1024 px at 4 px/m)
 _SMALL_SCALE, _SMALL_MIN_EXTENT = 2.5, 0.4  # walkers and bikers in the BEV
 # class -> occlusion limits (P, V) of `occluded`; None: never occluded (traffic lights)
@@ -71,7 +71,9 @@ def bev_semantic(
     occupancy = occupancy[_crop(len(occupancy), config.pixels_per_meter, config)]
     if bev.shape != occupancy.shape or bev.shape != (config.bev_height, config.bev_width):
         raise ValueError(f"map {bev.shape} / occupancy {occupancy.shape} do not fit config {config.name}")
-    return np.where(occupancy != 0, occupancy + _OCC_OFFSET, bev).astype(np.uint8)
+    out = np.where(occupancy != 0, occupancy + _OCC_OFFSET, bev).astype(np.uint8)
+    assert int(out.max()) < BEV_SEMANTIC_CLASSES, "BEV labels exceed their classes"  # by construction
+    return out
 
 
 def _crop(size: int, ppm: float, config: DatasetConfig) -> tuple[slice, slice]:

@@ -149,6 +149,12 @@ def _target_points(meta: dict, t: float, r: float) -> dict[str, np.ndarray]:
     }
 
 
+def has_planning_targets(targets: dict[str, np.ndarray]) -> bool:
+    """Whether `planning_targets` (``require_future=False``) gave a frame its waypoints and route: every value
+    finite. The catalog's ``has_waypoints`` and the stored ``has_targets`` are both this."""
+    return bool(np.isfinite(targets["waypoints"]).all() and np.isfinite(targets["route"]).all())
+
+
 def planning_targets(meta: dict, perturbated: bool, *, require_future: bool = True) -> dict[str, np.ndarray]:
     """Planning targets of one frame (§4.7): `TARGET_LAYOUT`'s keys, shapes and order, all float32.
 

@@ -45,11 +45,10 @@ def test_an_edited_raw_jpeg_makes_the_set_stale_and_a_rebuild_rewrites_its_shard
     old = path.read_bytes()
     if edit == "other-size":
         new = simplejpeg.encode_jpeg(simplejpeg.decode_jpeg(old)[:, ::-1].copy(), quality=90)
-    else:
+    else:  # a JPEG that decodes (the build decodes every JPEG), padded after its end marker to the old size
         image = simplejpeg.decode_jpeg(old)
-        new = simplejpeg.encode_jpeg(255 - image, quality=30)
-        new = new[:len(old) - 2] + b"\xff\xd9" if len(new) >= len(old) else new[:-2] + b"\0" * (len(old) - len(new)) \
-            + b"\xff\xd9"
+        new = next(j for q in range(30, 0, -1) if len(j := simplejpeg.encode_jpeg(255 - image, quality=q)) < len(old))
+        new += b"\0" * (len(old) - len(new))
         assert len(new) == len(old)
     path.write_bytes(new)
     with pytest.raises(StaleShardSetError, match=rf"route {route} changed on disk \(file contents\)"):

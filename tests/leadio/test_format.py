@@ -193,3 +193,28 @@ def test_a_16_bit_depth_png_is_refused_at_build_naming_the_file(hand_route):
     with pytest.raises(FrameReadError, match=r"frame 0000, file .*depth_perturbated/0000\.png: depth PNG is "
                                              r"uint16 \(LEAD's optional 16-bit depth"):
         preprocess_frame(route, 0, CONFIG)
+
+
+def test_meta_values_of_leads_types_pass_and_wrong_ones_name_the_key():
+    """What LEAD writes (numpy scalars and arrays, lists, None futures near a route end) passes; a wrong type or
+    a non-finite value is named by key, with what was expected (docs/format.md §2)."""
+    from lead_fixtures import straight_meta
+
+    from leadio.format.metas import meta_problems
+
+    meta = straight_meta(3, 10)
+    assert meta_problems(meta) == []
+    lead_types = {**meta, "speed": np.float32(3.5), "target_speed": np.float64(4.0), "theta": np.array(0.1),
+                  "brake": np.bool_(True), "pos_global": np.array([1.0, 2.0, 0.5]), "future_positions": None,
+                  "future_yaws": None, "next_commands_3.25": [np.int64(4), 4], "is_intersection": np.bool_(False),
+                  "changed_route": 0, "current_active_scenario_type": "Accident"}
+    assert meta_problems(lead_types) == []
+    bad = {**meta, "speed": "4.0", "theta": np.nan, "brake": 0.5, "route": np.zeros((50, 3)), "town": 12,
+           "next_target_points_3.25": [[1.0, np.inf, 0.0]], "next_commands_3.25": [4.5], "light_hazard": "False",
+           "future_yaws": np.array([[0.0]]), "perturbation_rotation": None}
+    problems = meta_problems(bad)
+    assert [p.split("'")[1] for p in problems] == [
+        "theta", "speed", "brake", "route", "future_yaws", "perturbation_rotation", "town",
+        "next_target_points_3.25", "next_commands_3.25", "light_hazard"]
+    assert "key 'route' has shape (50, 3); expected a float array (N, 2)" in problems[3]
+    assert "key 'next_target_points_3.25' point 0 holds inf at entry 1" in problems[7]
