@@ -333,7 +333,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m leadio.report
             print(f"wrote {plot_report(doc, args.png)}")
         return 0
 
-    return run_guarded(run, args.verbose, prog)
+    return run_guarded(run, args.verbose, prog, interrupted="interrupted (report writes nothing until it is done)")
 
 if __name__ == "__main__":
     raise SystemExit(main())

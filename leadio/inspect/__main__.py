@@ -114,7 +114,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m leadio.inspec
     out.add_argument("--list", action="store_true", help="print the shard set's rows, sample keys and buckets")
     args = parser.parse_args(argv)
     try:
-        return run_guarded(lambda: run(args), args.verbose, prog)
+        return run_guarded(lambda: run(args), args.verbose, prog,
+                           interrupted="interrupted (inspect changes no data; rerun it for the pictures)")
     except BrokenPipeError:  # output piped into head & co.
         sys.stdout = open(os.devnull, "w")  # keeps the interpreter from failing at exit
         return 0
