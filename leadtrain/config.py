@@ -88,7 +88,7 @@ class TrainingConfig:
                                                      # compact for model_size tiny/small, else tfv6
     model_size: str = "reference"                    # compact presets: tiny | small | reference
     encoder_backend: str = "auto"                    # TFv6 encoders: auto | timm | builtin
-    image_pretrained_weights: str = "imagenet"       # TFv6 ImageNet weights: imagenet (HF cache, downloaded) | <file> | none
+    image_pretrained_weights: str = "imagenet"       # TFv6 ImageNet weights: imagenet | <file> | none
     use_planning_decoder: bool = False               # post-training adds the planner
     loss_weights: dict = field(default_factory=dict)  # overrides by loss name; normalised to sum 1
     tfv6: TFv6Config = field(default_factory=TFv6Config)
