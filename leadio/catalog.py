@@ -22,7 +22,6 @@ a catalog from the routes.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -34,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 import xxhash
-import zarr
 from tqdm import tqdm
 
 from leadio._pool import process_pool
@@ -273,7 +271,7 @@ def _build_catalog(root: Path, workers: int, on_error: str, progress: bool, data
     t0 = time.perf_counter()
     path = root / CATALOG_NAME
     remove_stale_temps(path)
-    config = dataset_config_for_root(root, _remembered_config(path, dataset_config))
+    config = dataset_config_for_root(root, dataset_config)  # explicit, the path's, or the catalog's record
     found = discover_routes(root, on_error=on_error)
     trainable = [r for r in found if r.trainable]
     skipped: dict[str, str] = {r.rel_path: f"route {r.rel_path}: {r.filter_reason}" for r in found
@@ -319,14 +317,6 @@ def _fingerprints(root: Path, trainable: list[RouteInfo], on_error: str, skipped
                 raise error from e
             skipped[r.rel_path] = str(error)
     return out
-
-
-def _remembered_config(path: Path, dataset_config: str | None) -> str | None:
-    """The dataset config asked for, else the one the root's catalog at ``path`` was built with (if readable)."""
-    if dataset_config is None and (path / "zarr.json").exists():  # the root's catalog remembers its sensor setup
-        with contextlib.suppress(Exception):
-            dataset_config = zarr.open_group(path, mode="r").attrs.get("dataset_config")
-    return dataset_config
 
 
 def _old_catalog(path: Path) -> Catalog | None:

@@ -7,12 +7,14 @@ stage needs (image size, LiDAR BEV ranges, depth ratio, BEV crop) lives here, so
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from leadio.schema import LIDAR_HIST_MAX
 
-__all__ = ["DATASET_CONFIGS", "DatasetConfig", "UnknownDatasetError", "dataset_config_for_root"]
+__all__ = [
+    "remembered_config","DATASET_CONFIGS", "DatasetConfig", "UnknownDatasetError", "dataset_config_for_root"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,20 +103,33 @@ class UnknownDatasetError(ValueError):
     """The root's path names no known dataset config and none was given."""
 
 
+def remembered_config(root: str | Path) -> str | None:
+    """The dataset config the root's catalog was built with (``<root>/catalog.zarr``'s attributes), if any: a
+    root whose path names no config needs ``--dataset-config`` once, then every step finds it here."""
+    path = Path(root) / "catalog.zarr" / "zarr.json"
+    try:
+        name = json.loads(path.read_text()).get("attributes", {}).get("dataset_config")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
 def dataset_config_for_root(root: str | Path, name: str | None = None) -> DatasetConfig:
-    """Pick the dataset config for ``root`` as LEAD does, or by explicit ``name``.
+    """Pick the dataset config for ``root`` as LEAD does, or by explicit ``name``, or as its catalog remembers.
 
     Args:
-        root: the dataset root (``<carla_root>``); its resolved path is searched for a known config name.
+        root: the dataset root (``<carla_root>``); its resolved path is searched for a known config name, then
+            its catalog's record (`remembered_config`).
         name: an explicit config name; overrides the path rule.
 
     Raises:
-        UnknownDatasetError: the name is unknown or the root's path names no known config.
+        UnknownDatasetError: the name is unknown, or neither the root's path nor its catalog names a config.
     """
     known = ", ".join(sorted(DATASET_CONFIGS))
     how = (
-        "pass dataset_config=<name> (CLI: --dataset-config <name>), put the data under a folder named after a "
-        "config (LEAD's default root is data/carla_leaderboard2), or add a DatasetConfig to "
+        f"scan it once with `python -m leadio.catalog --root {root} --dataset-config <name>` (the root's catalog "
+        "remembers it for every later step and the trainer), put the data under a folder named after a config "
+        "(LEAD's default root is data/carla_leaderboard2), or add a DatasetConfig to "
         "leadio.format.config.DATASET_CONFIGS"
     )
     if name is not None:
@@ -125,7 +140,10 @@ def dataset_config_for_root(root: str | Path, name: str | None = None) -> Datase
     for config_name, config in DATASET_CONFIGS.items():
         if config_name in path:
             return config
+    remembered = remembered_config(root)
+    if remembered in DATASET_CONFIGS:
+        return DATASET_CONFIGS[remembered]
     raise UnknownDatasetError(
         f"cannot tell the sensor setup of dataset root {path!r}: its path contains none of the known config "
-        f"names ({known}). To fix it, {how}"
+        f"names ({known}) and it has no catalog that names one. To fix it, {how}"
     )

@@ -155,8 +155,8 @@ def test_root_without_the_magic_name_shards_with_dataset_config(synth_root_templ
     assert "cannot tell the sensor setup" in _one_error_line(capsys.readouterr().err)
     assert buckets_main(["--root", str(root), "--dataset-config", "carla_leaderboard2", "--workers", "1"]) == 0
     capsys.readouterr()
-    assert shard_main(["--root", str(root), "--dataset-config", "carla_leaderboard2", "--quiet", "--workers", "1",
-                       "--samples-per-shard", "16"]) == 0
+    # the catalog remembers the sensor setup: the shard step (and the trainer, below) need no flag
+    assert shard_main(["--root", str(root), "--quiet", "--workers", "1", "--samples-per-shard", "16"]) == 0
     manifest = json.loads(next((root / "shards").glob("full_pretrain-*/manifest.json")).read_text())
     assert manifest["dataset_config"] == "carla_leaderboard2" and manifest["num_samples"] > 0
 
@@ -166,6 +166,12 @@ def test_root_without_the_magic_name_shards_with_dataset_config(synth_root_templ
     loader = open_dataset(root, collection="full_posttrain", batch_size=2, backend="cpu", keys=["targets"],
                           world_size=1, rank=0)
     assert len(loader.collection) > 0 and next(iter(loader))["waypoints"].shape == (2, 8, 2)
+    train = subprocess.run(["bash", str(REPO / "scripts" / "pretrain.sh"), "model_size=tiny", "epochs=1",
+                            "max_steps_per_epoch=1", "batch_size=2", "visualize_training=false"],
+                           cwd=tmp_path, env={**os.environ, "LEAD_ROOT": str(root)}, capture_output=True, text=True,
+                           timeout=600)
+    assert train.returncode == 0, train.stderr[-2000:]
+    assert (tmp_path / "outputs" / "local_training" / "pretrain" / "model_0000.pth").exists()
 
 
 # ------------------------------------------------------------------ 3, 6: one-line errors, --verbose, help
