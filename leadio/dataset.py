@@ -11,7 +11,7 @@ Backends (`leadio.decode.BACKENDS`): ``cpu`` decodes everything in the decode th
 ``device="cuda"``, its CPU operators otherwise). ``auto`` picks ``dali`` on a machine with a GPU and DALI, else
 ``cpu``; a forced backend that cannot run is an error, never a silent switch. Both yield the same dict (see
 `leadio.schema`). ``output="lead"`` wraps the loader in `leadio.lead.LeadBatches` (the reference loader's
-batch).
+batch), whose CPU conversion runs in the decode threads too (`LeadLoader.iterate`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -214,6 +215,12 @@ class LeadLoader:
         return self._num_batches() - self._first_batch
 
     def __iter__(self) -> Iterator[dict]:
+        return self.iterate()
+
+    def iterate(self, convert: Callable[[dict], Any] | None = None) -> Iterator[Any]:
+        """Iterate one epoch as ``iter(loader)`` does, yielding ``convert(batch)`` instead of each batch when
+        given: ``convert`` runs in the decode thread that decoded the batch, right after it (``output="lead"``
+        builds its LEAD batches there); its exception is raised at its batch's turn, before the batch counts."""
         with self._iterating_lock:
             if self._iterating is not None:
                 raise RuntimeError(
@@ -223,17 +230,22 @@ class LeadLoader:
                     f"break out of a for loop closes it), or open a second loader for a second stream")
             self._iterating = threading.current_thread().name
         try:
-            yield from self._iterate()
+            yield from self._iterate(convert)
         finally:
             self._iterating = None
 
-    def _iterate(self) -> Iterator[dict]:
+    def _iterate(self, convert: Callable[[dict], Any] | None) -> Iterator[Any]:
         plan = self.plans.plan(self.epoch, self._start, self.world_size, self.rank)
         b, reader, ring = self.batch_size, self._reader, self.ring
         spans = [slice(i * b, (i + 1) * b) for i in range(self._first_batch, len(plan) // b)]
+
+        def load(sl: slice) -> tuple[Any, list[str]]:  # in a decode thread
+            batch = reader.load(plan.rows[sl], plan.views[sl], ring)
+            bad = batch.pop("_bad")
+            return (batch if convert is None else convert(batch)), bad
+
         try:
-            for batch in self._threads.map(lambda sl: reader.load(plan.rows[sl], plan.views[sl], ring), spans):
-                bad = batch.pop("_bad")
+            for batch, bad in self._threads.map(load, spans):
                 if bad:
                     self.stats.skipped += len(bad)
                     self.stats.skipped_samples += bad
@@ -242,6 +254,7 @@ class LeadLoader:
                 self.stats.batches += 1
                 self.stats.samples += self.batch_size
                 yield batch
+                del batch  # not held while the next one is decoded: its buffers can be reused for it
         finally:
             if not self.persistent_workers:
                 self._threads.close()

@@ -19,6 +19,10 @@ leadio dali        ``open_dataset(backend="dali")``: ``mixed`` on a GPU, else   
                    CPU operators fed by W decode threads
 decode ceiling     the member bytes already in memory, decoded into a reused    (in memory; member bytes)
                    buffer, one process per worker: the best any loader can do
+leadio lead        (opt-in) ``open_dataset(output="lead")``, cpu backend: the   member byte ranges
+                   decode threads also build LEAD's batch (pre-training keys)
+lead ceiling       (opt-in) the decode ceiling plus ``to_lead_batch`` into      (in memory; member bytes)
+                   reused buffers, one process (one torch thread) per worker
 =================  ===========================================================  ===========================
 
 (See `benchmarks.reference_loaders` for the reference rows and where they differ from LEAD.) The DataLoader rows
@@ -27,7 +31,8 @@ collection of exactly the chosen frames (same work per sample as the full plan);
 the shards that hold chosen samples (it cannot seek, so it streams them whole). When the benchmark has to build
 the shard set it uses ``--samples-per-shard`` 32: a small root in 256 MB shards would be one or two shards, and
 plain webdataset hands whole shards to workers (a real dataset has thousands). Before timing,
-a few samples of every row are compared with leadio cpu: ``rgb`` within ±1 (OpenCV, PIL and simplejpeg
+a few samples of every row are compared with leadio cpu (the LEAD rows with ``to_lead_batch`` of its batch,
+the ``loading_*`` timing keys left out): ``rgb`` within ±1 (OpenCV, PIL and simplejpeg
 are all libjpeg-turbo builds, but nothing promises the same IDCT), everything else exact (NaN == NaN). Each row
 then runs an untimed warm-up pass (workers start, the page cache fills) and ``--passes`` timed passes; the
 medians are reported. Only with ``--cold``, and where the OS allows (root, and dropping the page cache visibly
@@ -64,6 +69,7 @@ import torch
 from benchmarks.loader_throughput.bench import (
     ALL_CORES,
     BASELINE,
+    LEAD_ROWS,
     LOADERS,
     NAME,
     ORDER_ROWS,
@@ -185,7 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
     parser.add_argument("--loaders", default=",".join(LOADERS),
-                        help=f"subset of: {', '.join(LOADERS + tuple(ORDER_ROWS))} (the order rows are opt-in)")
+                        help=f"subset of: {', '.join(LOADERS + tuple(ORDER_ROWS) + LEAD_ROWS)} (the order and "
+                             f"LEAD rows are opt-in)")
     parser.add_argument("--cold", action="store_true",
                         help="drop the WHOLE MACHINE's page cache (echo 3 > /proc/sys/vm/drop_caches, root only) "
                              "before each timed pass; it slows every other process on the machine. Default: warm")
@@ -202,9 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.samples, args.batch_size, args.passes, args.workers = 32, 8, 1, [2]
     loaders = [x.strip() for x in args.loaders.split(",") if x.strip()]
-    unknown = [x for x in loaders if x not in LOADERS and x not in ORDER_ROWS]
+    unknown = [x for x in loaders if x not in LOADERS and x not in ORDER_ROWS and x not in LEAD_ROWS]
     if unknown:
-        parser.error(f"unknown loaders {unknown}; choose from {', '.join(LOADERS + tuple(ORDER_ROWS))}")
+        parser.error(f"unknown loaders {unknown}; choose from {', '.join(LOADERS + tuple(ORDER_ROWS) + LEAD_ROWS)}")
     if args.passes < 1:
         parser.error("--passes must be >= 1")
     command = "python -m benchmarks.loader_throughput " + " ".join(sys.argv[1:] if argv is None else argv)

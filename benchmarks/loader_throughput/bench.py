@@ -27,6 +27,10 @@ LOADERS = ("reference raw", "reference cache", "plain webdataset", "leadio cpu",
 #: the order (the "leadio cpu" row is the default order, uniform on a local set; see `leadio.plan.shuffle`)
 ORDER_ROWS = {"leadio cpu block order": Shuffle("block", block_shards=4),
               "leadio cpu shard-local order": Shuffle("block", block_shards=1)}
+#: opt-in rows (``--loaders``), issue 24: ``open_dataset(output="lead")`` (the decode threads build the LEAD batch),
+#: and its in-memory ceiling (decode + `to_lead_batch` of the member bytes in W forked processes); checked against
+#: `to_lead_batch` of leadio cpu's batch
+LEAD_ROWS = ("leadio lead", "lead ceiling")
 BASELINE = "leadio cpu"
 #: the project's targets on the same cores: leadio cpu / row >= x (for the ceiling: leadio cpu / ceiling >= x)
 TARGETS = {"reference raw": 30.0, "reference cache": 12.0, "plain webdataset": 1.5, "decode ceiling": 0.8,

@@ -11,18 +11,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.loader_throughput.bench import BASELINE, RGB_ATOL, Bench, ceiling_bytes
+from benchmarks.loader_throughput.bench import BASELINE, LEAD_ROWS, RGB_ATOL, Bench, ceiling_bytes
 from benchmarks.loader_throughput.rows import LoaderRow, make_row, quiet_collate_warning
 from leadio.decode.cpu import decode_batch
+from leadio.lead import to_lead_batch
 from leadio.schema import DEFAULT_KEYS, members_for_keys
 
 
 # ----------------------------------------------------------------------------------------------- checks
-def load_samples(bench: Bench, name: str, workers: int = 1) -> dict[int, dict[str, np.ndarray]]:
+def load_samples(bench: Bench, name: str, workers: int = 1, *, lead: bool = False) -> dict[int, dict[str, np.ndarray]]:
     """Every chosen sample as row ``name`` delivers it: catalog row -> key -> array.
 
     Loaders run with ``workers`` DataLoader workers (default 1: the reference rows read LAZ files, which must
-    not happen in this process before it forks the timed rows' workers); the ceiling decodes here."""
+    not happen in this process before it forks the timed rows' workers); the ceilings decode here. ``lead``:
+    each batch through `to_lead_batch` first (the reference of the LEAD rows). The LEAD timing keys
+    (``loading_*``) are left out."""
+    if name == "lead ceiling":
+        return load_samples(bench, "decode ceiling", workers, lead=True)
     if name == "decode ceiling":
         members = members_for_keys(DEFAULT_KEYS, bench.shard_set.layout)
         raw_samples = ceiling_bytes(bench)
@@ -41,8 +46,11 @@ def load_samples(bench: Bench, name: str, workers: int = 1) -> dict[int, dict[st
                 batches = list(row.batches())
             finally:
                 row.close()
+    if lead:
+        batches = [{"row": b["row"], **to_lead_batch(b)} for b in batches]
     out: dict[int, dict[str, np.ndarray]] = {}
     for batch in batches:
+        batch = {k: v for k, v in batch.items() if not k.startswith("loading")}
         for i, r in enumerate(batch["row"].tolist()):
             out[int(r)] = {k: v[i].cpu().numpy() for k, v in batch.items() if isinstance(v, torch.Tensor)}
     return out
@@ -80,8 +88,9 @@ def compare_samples(got: dict[int, dict[str, np.ndarray]], ref: dict[int, dict[s
 def check_rows(bench: Bench, names: Sequence[str]) -> dict[str, dict]:
     """Compare every row's tensors for ``bench``'s samples with leadio cpu's: name -> {ok, max_abs_diff, ...}."""
     ref = load_samples(bench, BASELINE)
+    ref_lead = load_samples(bench, BASELINE, lead=True) if set(names) & set(LEAD_ROWS) else {}
     report = {}
     for name in names:
-        ok, diffs, problems = compare_samples(load_samples(bench, name), ref)
+        ok, diffs, problems = compare_samples(load_samples(bench, name), ref_lead if name in LEAD_ROWS else ref)
         report[name] = {"ok": ok, "samples": len(ref), "max_abs_diff": diffs, "problems": problems[:10]}
     return report

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.loader_throughput.bench import (
+    LEAD_ROWS,
     LOADERS,
     ORDER_ROWS,
     Bench,
@@ -31,7 +32,8 @@ from benchmarks.reference_loaders import (
     plain_webdataset,
 )
 from leadio.dataset import LeadLoader, open_dataset
-from leadio.decode.cpu import decode_into
+from leadio.decode.cpu import batch_views, decode_into
+from leadio.lead import LeadBatches, LeadBuffers, to_lead_batch
 from leadio.schema import DEFAULT_KEYS, member_name, members_for_keys
 
 
@@ -97,7 +99,7 @@ class LoaderRow(Row):
                 procs.append(psutil.Process(pid))
             except psutil.NoSuchProcess:
                 pass
-        if isinstance(self.loader, LeadLoader):
+        if isinstance(self.loader, (LeadLoader, LeadBatches)):
             self.loader.close()  # joins its decode threads
             iterator = None
         else:
@@ -119,12 +121,22 @@ def _leadio_epoch(loader: LeadLoader) -> Iterator[dict]:
     yield from loader
 
 
+def _lead_epoch(loader: LeadBatches) -> Iterator[dict]:
+    """`_leadio_epoch` of a LEAD loader, each batch with its catalog rows (the plan's, in order) as ``row``."""
+    loader.load_state_dict({**loader.state_dict(), "epoch": 0, "consumed": 0})
+    rows, b = np.asarray(loader.plan().rows), loader.batch_size
+    for i, batch in enumerate(loader):
+        yield {"row": torch.from_numpy(rows[i * b:(i + 1) * b]), **batch}
+
+
 _CEILING: dict[str, Any] = {}  # set by the parent before it forks the ceiling's workers
 
 
 def _ceiling_task(k: int) -> tuple[float, float, list[int]]:
     """Decode worker k's share of the in-memory samples in batches: (start, end, rows)."""
     c = _CEILING
+    if c["lead"]:  # one core per process: torch's intra-op threads would oversubscribe the cores
+        torch.set_num_threads(1)
     c["barrier"].wait()  # every task on its own process, all starting together
     t0 = time.perf_counter()
     mine = list(range(k, len(c["raw"]), c["workers"]))
@@ -137,6 +149,12 @@ def _ceiling_task(k: int) -> tuple[float, float, list[int]]:
         failures = decode_into(raw, c["members"], c["buffers"])
         if failures:
             raise RuntimeError(f"decode ceiling: samples do not decode: {failures}")
+        if c["lead"]:  # the LEAD conversion of the same batch, into reused buffers as LeadBatches does
+            n = len(idx)
+            tensors = {name: torch.from_numpy(buf[:n]) for name, buf in c["buffers"].items()}
+            batch = batch_views(tensors, c["members"], raw["row"], raw["view"])
+            lead = to_lead_batch(batch, out=c.setdefault("lead_buffers", LeadBuffers())(batch))
+            del lead, batch
     t1 = time.perf_counter()
     return t0, t1, [c["rows"][i] for i in mine]
 
@@ -144,15 +162,15 @@ def _ceiling_task(k: int) -> tuple[float, float, list[int]]:
 class _CeilingRow(Row):
     """`decode_into` reused buffers over in-memory member bytes in W forked processes (W >= 1)."""
 
-    def __init__(self, bench: Bench, workers: int):
-        self.name, self.storage = "decode ceiling", "in memory (member bytes)"
+    def __init__(self, bench: Bench, workers: int, *, lead: bool = False):
+        self.name, self.storage = "lead ceiling" if lead else "decode ceiling", "in memory (member bytes)"
         self.workers = max(1, workers)
         raw = ceiling_bytes(bench)
         self.storage_bytes = sum(len(b) for sample in raw for b in sample.values())
         ctx = mp.get_context("fork")  # as the DataLoader workers: the bytes are inherited, not sent
         _CEILING.update(raw=raw, rows=bench.rows, batch_size=bench.batch_size, workers=self.workers,
                         members=members_for_keys(DEFAULT_KEYS, bench.shard_set.layout),
-                        barrier=ctx.Barrier(self.workers))
+                        barrier=ctx.Barrier(self.workers), lead=lead)
         before = {p.pid for p in psutil.Process().children()}
         self.pool = ctx.Pool(self.workers)
         self._pids = [p.pid for p in psutil.Process().children() if p.pid not in before]
@@ -191,21 +209,26 @@ def make_row(bench: Bench, name: str, workers: int) -> Row:
         ds = plain_webdataset(urls, {s.key: s.row for s in bench.samples}, ss.layout)
         size = sum(Path(u).stat().st_size for u in urls)
         return LoaderRow(name, "whole shards", size, lambda: _data_loader(ds, b, workers), iter)
-    if name in ("leadio cpu", "leadio dali") or name in ORDER_ROWS:
+    if name in ("leadio cpu", "leadio dali", "leadio lead") or name in ORDER_ROWS:
         if len(bench.samples) % b:
             raise ValueError(f"{len(bench.samples)} samples are not whole batches of {b}")
         coll = chosen_collection(bench.samples)
-        backend = name.split()[1]
+        backend = "cpu" if name == "leadio lead" else name.split()[1]
+        output = "lead" if name == "leadio lead" else "compact"
         device = "cuda" if backend == "dali" and torch.cuda.is_available() else None  # mixed (nvJPEG) on a GPU
 
         order = ORDER_ROWS.get(name, "auto")
 
-        def start() -> LeadLoader:
-            return open_dataset(ss, collection=coll, keys=DEFAULT_KEYS, batch_size=b, backend=backend,
+        def start() -> LeadLoader | LeadBatches:
+            loader = open_dataset(ss, collection=coll, keys=DEFAULT_KEYS, batch_size=b, backend=backend,
                                 world_size=1, rank=0, seed=0, num_workers=workers, perturbation_rate=0.0,
-                                persistent_workers=True, device=device, shuffle=order)
+                                persistent_workers=True, device=device, shuffle=order, output=output)
+            if output == "lead":  # the pre-training batch (the chosen frames may all have waypoints)
+                loader.planning = False
+            return loader
 
-        return LoaderRow(name, "shard member ranges", _member_bytes(bench), start, _leadio_epoch)
-    if name == "decode ceiling":
-        return _CeilingRow(bench, workers)
-    raise ValueError(f"unknown loader {name!r}; known: {LOADERS + tuple(ORDER_ROWS)}")
+        epoch = _lead_epoch if output == "lead" else _leadio_epoch
+        return LoaderRow(name, "shard member ranges", _member_bytes(bench), start, epoch)
+    if name in ("decode ceiling", "lead ceiling"):
+        return _CeilingRow(bench, workers, lead=name == "lead ceiling")
+    raise ValueError(f"unknown loader {name!r}; known: {LOADERS + tuple(ORDER_ROWS) + LEAD_ROWS}")

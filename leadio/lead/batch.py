@@ -3,6 +3,8 @@ float outputs in reused buffers (`LeadBuffers`). The quirks kept are listed in `
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 from collections.abc import Iterator
 
@@ -166,6 +168,7 @@ class LeadBuffers:
 
     def __init__(self):
         self._ring, self._members = None, None
+        self._lock = threading.Lock()  # lent from several decode threads at once
 
     def __call__(self, batch: dict, device: str | torch.device | None = None) -> dict[str, Tensor] | None:
         dev = torch.device(device) if device is not None else batch["row"].device
@@ -175,17 +178,28 @@ class LeadBuffers:
         if not members:
             return None
         n = len(batch["row"])
-        if self._ring is None or self._ring.batch_size != n or self._members != members:
-            self._ring, self._members = BatchRing(members, n), members
-        return self._ring.lend(self._ring.acquire())
+        with self._lock:
+            if self._ring is None or self._ring.batch_size != n or self._members != members:
+                self._ring, self._members = BatchRing(members, n), members
+            ring = self._ring
+        return ring.lend(ring.acquire())
 
-    def __getstate__(self):  # the ring holds a lock and memory: a copy starts with none
+    def __getstate__(self):  # the ring and the lock: a copy starts with none (non-empty: __setstate__ runs)
         return {"_ring": None, "_members": None}
+
+    def __setstate__(self, state):
+        self.__init__()
 
 
 class LeadBatches:
     """A `LeadLoader` yielding `to_lead_batch` dicts; everything else (``set_epoch``, ``state_dict``,
     ``load_state_dict``, ``len``, ``stats`` ...) is the loader's.
+
+    Built on the CPU with two or more decode threads, each batch is converted by the decode thread that decoded
+    it, right after (through `LeadLoader.iterate`), so the consumer's thread only hands it over and the
+    conversion scales with the threads; with one thread the consumer converts while the thread decodes the
+    next batch; a batch built on a GPU is converted in the consumer's thread. ``loading_time`` is the consumer's
+    wait for the batch, per sample.
 
     Args:
         loader: the compact loader.
@@ -200,20 +214,29 @@ class LeadBatches:
         self._buffers = LeadBuffers()
 
     def __iter__(self) -> Iterator[dict]:
-        batches = iter(self.loader)
+        # a LeadLoader with 2+ decode threads: the threads build the batches. With one thread the consumer
+        # converts while the thread decodes the next batch, which measured ~10% faster at batch 64 (575 against
+        # 524 samples/s); with none, both run in the consumer either way.
+        threads = getattr(self.loader, "num_workers", 0)
+        iterate = getattr(self.loader, "iterate", None) if threads >= 2 else None
+        # what the threads run holds no reference to self (nor the loader): their last reference dropped in a
+        # decode thread would close the threads from one of them
+        build = functools.partial(_build, self.device, self.planning, self._buffers)
+        batches = iter(self.loader) if iterate is None else iterate(build)
         try:
             while True:
                 start = time.perf_counter()
                 try:
-                    batch = next(batches)
+                    item = next(batches)
                 except StopIteration:
                     return
-                waited = time.perf_counter() - start
-                out = to_lead_batch(batch, self.device, planning=self.planning, out=self._buffers(batch, self.device))
+                waited = time.perf_counter() - start  # the consumer's wait for the batch (loading_time)
+                out = item.batch if isinstance(item, _Built) else \
+                    to_lead_batch(item, self.device, planning=self.planning, out=self._buffers(item, self.device))
                 out["loading_time"] = out["loading_sensor_time"] = torch.full_like(out["loading_time"],
-                                                                                   waited / len(batch["row"]))
+                                                                                   waited / len(out["loading_time"]))
                 yield out
-                del out, batch  # not alive while the next one is built: its buffers can be reused for it
+                del out, item  # not alive while the next one is built: its buffers can be reused for it
         finally:
             if hasattr(batches, "close"):  # ends the loader's iteration now (it refuses a second one meanwhile)
                 batches.close()
@@ -225,6 +248,24 @@ class LeadBatches:
         if name == "loader":  # not yet set (unpickling)
             raise AttributeError(name)
         return getattr(self.loader, name)
+
+
+class _Built:
+    """A LEAD batch a decode thread built (told apart from a compact batch left to the consumer)."""
+
+    __slots__ = ("batch",)
+
+    def __init__(self, batch: dict):
+        self.batch = batch
+
+
+def _build(device: str | torch.device | None, planning: bool, buffers: LeadBuffers, batch: dict) -> _Built | dict:
+    """In a decode thread, right after it decoded ``batch``: the LEAD batch when it is built on the CPU (in
+    ``buffers``); a batch built on a GPU is left to the consumer's thread (its stream is the consumer's)."""
+    dev = torch.device(device) if device is not None else batch["row"].device
+    if dev.type != "cpu":
+        return batch
+    return _Built(to_lead_batch(batch, device, planning=planning, out=buffers(batch, device)))
 
 
 def _all_frames_have_waypoints(loader) -> bool:

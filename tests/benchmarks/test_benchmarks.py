@@ -19,6 +19,7 @@ from benchmarks.loader_throughput import run_benchmark
 from benchmarks.loader_throughput.bench import (
     ALL_CORES,
     BASELINE,
+    LEAD_ROWS,
     LOADERS,
     TARGETS,
     Bench,
@@ -54,6 +55,18 @@ def test_every_row_delivers_leadio_cpus_tensors_for_the_same_samples(bench):
         ok, diffs, problems = compare_samples(load_samples(bench, name, workers=0), ref)
         assert ok, (name, problems)
         assert set(diffs) <= {"rgb"} and diffs.get("rgb", 0) <= 1, (name, diffs)
+
+
+def test_the_lead_rows_deliver_to_lead_batch_of_leadio_cpus_batch(bench):
+    """The opt-in LEAD rows (issue 24): ``open_dataset(output="lead")`` and the in-memory decode + conversion
+    give `to_lead_batch` of leadio cpu's batch, sample by sample (timing keys left out)."""
+    ref = load_samples(bench, BASELINE, workers=0, lead=True)
+    assert sorted(ref) == sorted(bench.rows) and ref[bench.rows[0]]["depth"].shape == (384, 1152)
+    assert not any(k.startswith("loading") for k in ref[bench.rows[0]])
+    for name in LEAD_ROWS:
+        for workers in (0, 2):
+            ok, diffs, problems = compare_samples(load_samples(bench, name, workers=workers), ref)
+            assert ok and not diffs, (name, workers, problems, diffs)
 
 
 def test_the_comparison_catches_a_different_tensor(bench):

@@ -140,7 +140,8 @@ def test_no_threads_or_shared_memory_left_after_the_loader_is_deleted(shard_dir,
 KILL_SCRIPT = textwrap.dedent("""
     import sys, time
     from leadio.dataset import open_dataset
-    ld = open_dataset(sys.argv[1], batch_size=2, backend="cpu", num_workers=2, keys=["rgb", "lidar", "targets"])
+    ld = open_dataset(sys.argv[1], batch_size=2, backend="cpu", num_workers=2, keys=["rgb", "lidar", "targets"],
+                      output=sys.argv[2])
     for i, batch in enumerate(ld):
         if i == 2:
             print("ready", flush=True)
@@ -148,13 +149,14 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_nothing_left_behind_when_the_process_is_killed(shard_dir, tmp_path):
+@pytest.mark.parametrize("output", ["compact", "lead"])  # lead: the decode threads also build LEAD batches
+def test_nothing_left_behind_when_the_process_is_killed(shard_dir, tmp_path, output):
     import psutil
 
     script = tmp_path / "kill.py"
     script.write_text(KILL_SCRIPT)
     shm = _shm()
-    proc = subprocess.Popen([sys.executable, str(script), str(shard_dir)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(script), str(shard_dir), output], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
     children = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGKILL)

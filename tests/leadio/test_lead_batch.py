@@ -446,17 +446,51 @@ def test_avg_factor_from_distinct_centres_equals_counting_the_map(monkeypatch):
     assert torch.equal(fast["avg_factor"], by_map.to(fast["avg_factor"].dtype))
 
 
-def test_lead_batches_reuse_buffers_and_never_overwrite_a_kept_batch(hand_route):
-    """LeadBatches writes depth and rasterized_lidar into reused buffers: the values equal a fresh conversion,
-    a batch the user keeps is left as it was, and a dropped batch's buffers are written again."""
-    from leadio import open_dataset
+@pytest.fixture(scope="module")
+def hand_set(hand_route):
     from leadio.shard.build import build_shard_set
 
     root, _ = hand_route
-    report = build_shard_set(root, "full_pretrain", workers=1, samples_per_shard=8, progress=False)
-    compact = open_dataset(report.set_dir, batch_size=4, backend="cpu", seed=1)
+    return build_shard_set(root, "full_pretrain", workers=1, samples_per_shard=8, progress=False).set_dir
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+@pytest.mark.parametrize("planning", [False, True])
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_lead_batches_built_in_the_decode_threads_equal_to_lead_batch(hand_set, workers, planning, rate):
+    """The decode threads build the LEAD batches (issue 24): each equals `to_lead_batch` of the compact
+    loader's batch, for 0/1/2 threads, both phases and both views."""
+    from leadio import open_dataset
+
+    n = 1 if planning else 2  # the post-training collection holds the route's first frames only
+    opts = dict(batch_size=n, backend="cpu", seed=3, perturbation_rate=rate,
+                collection="full_posttrain" if planning else "full_pretrain")
+    compact = open_dataset(hand_set, num_workers=0, **opts)
+    expected = [to_lead_batch(b, planning=planning) for b in compact]
+    loader = open_dataset(hand_set, output="lead", num_workers=workers, **opts)
+    assert loader.planning is planning
+    got = list(loader)
+    assert len(got) == len(expected) >= 2
+    for i, (batch, exp) in enumerate(zip(got, expected, strict=True)):
+        assert batch.keys() == exp.keys()
+        assert batch["perturbate_sensor"].tolist() == [rate == 1.0] * n
+        assert (batch["loading_time"] >= 0).all() and torch.equal(batch["loading_time"], batch["loading_sensor_time"])
+        for key, value in exp.items():
+            if not key.startswith("loading"):
+                assert value.dtype == batch[key].dtype and torch.equal(batch[key], value), (i, key)
+    loader.close()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_lead_batches_reuse_buffers_and_never_overwrite_a_kept_batch(hand_set, workers):
+    """LeadBatches writes depth and rasterized_lidar into reused buffers: the values equal a fresh conversion,
+    a batch the user keeps is left as it was, and a dropped batch's buffers are written again (at most the
+    batches in flight, the kept one and the consumer's are held at once)."""
+    from leadio import open_dataset
+
+    compact = open_dataset(hand_set, batch_size=4, backend="cpu", seed=1, num_workers=0)
     expected = [to_lead_batch(b) for _ in range(2) for b in compact]  # two epochs
-    loader = open_dataset(report.set_dir, output="lead", batch_size=4, backend="cpu", seed=1)
+    loader = open_dataset(hand_set, output="lead", batch_size=4, backend="cpu", seed=1, num_workers=workers)
     kept, pointers = None, []
     for _ in range(2):
         for batch in loader:
@@ -467,10 +501,54 @@ def test_lead_batches_reuse_buffers_and_never_overwrite_a_kept_batch(hand_route)
             kept = batch if kept is None else kept
             del batch  # the loop variable would keep it alive while the next batch is built
     assert len(pointers) == len(expected) == 8
-    for key in ("depth", "rasterized_lidar"):
+    for key in ("depth", "rasterized_lidar", "rgb"):
         assert torch.equal(kept[key], expected[0][key]), key  # 7 conversions later, still the first batch
-    assert pointers[0] not in pointers[1:] and len(set(pointers[1:])) == 1  # one buffer serves the rest
-    assert loader._buffers._ring.allocated == 2
+    assert pointers[0] not in pointers[1:]
+    if workers == 0:
+        assert len(set(pointers[1:])) == 1 and loader._buffers._ring.allocated == 2  # one buffer serves the rest
+    else:  # the batches queued ahead (prefetch) each hold one
+        assert len(set(pointers)) < len(pointers)
+        assert loader._buffers._ring.allocated <= loader.loader._threads.prefetch + 2
+    loader.close()
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_lead_batches_leave_no_threads_or_buffers(hand_set, persistent):
+    """Deleted mid-epoch or closed, a LEAD loader whose threads build the batches leaves no decode thread and
+    no buffer ring behind; a batch kept past its end stays valid."""
+    import gc
+    import threading
+    import weakref
+
+    from leadio import open_dataset
+
+    def decode_threads():
+        return [t for t in threading.enumerate() if t.name.startswith("leadio-decode")]
+
+    gc.collect()
+    assert decode_threads() == []
+    opts = dict(batch_size=2, backend="cpu", seed=1, num_workers=2, persistent_workers=persistent)
+    expected = to_lead_batch(next(iter(open_dataset(hand_set, **{**opts, "num_workers": 0}))))
+    loader = open_dataset(hand_set, output="lead", **opts)
+    it = iter(loader)
+    batch = next(it)
+    assert len(decode_threads()) == 2
+    buffers = weakref.ref(loader._buffers)
+    del it  # abandoned mid-epoch, batches queued
+    if not persistent:
+        assert decode_threads() == []
+    del loader
+    assert decode_threads() == []
+    gc.collect()
+    assert buffers() is None  # the ring and its buffers went with the loader
+    for key, value in expected.items():
+        if not key.startswith("loading"):
+            assert torch.equal(batch[key], value), key
+    closed = open_dataset(hand_set, output="lead", **opts)
+    assert len(list(closed)) >= 1
+    closed.close()
+    assert decode_threads() == []
+    del closed
 
 
 def test_to_lead_batch_out_buffers_are_checked():
