@@ -63,6 +63,9 @@ class Shuffle:
     def __setattr__(self, name, value):
         raise AttributeError("Shuffle is immutable")
 
+    def __reduce__(self):  # pickle and copy rebuild it through __init__ (which checks it again)
+        return _shuffle_from_state, (self.state(),)
+
     def __getattr__(self, name: str) -> int:  # only called for names that are not slots: the parameters
         params = object.__getattribute__(self, "params")
         if name in params:
@@ -91,6 +94,10 @@ class Shuffle:
     @classmethod
     def from_state(cls, state: dict) -> Shuffle:
         return cls(**{k: v for k, v in state.items() if k != "algorithm"}, algorithm=state["algorithm"])
+
+
+def _shuffle_from_state(state: dict) -> Shuffle:
+    return Shuffle.from_state(state)
 
 
 def _shard_blocks(rows: np.ndarray, shards: np.ndarray) -> list[np.ndarray]:

@@ -201,3 +201,18 @@ def test_simulator_cli_prints_the_table_and_writes_the_plot(tmp_path, capsys):
     assert png.stat().st_size > 10_000
     assert plan_main(["simulate", "--frames", "0"]) == 2
     assert "error: need frames" in capsys.readouterr().err
+
+
+def test_a_shuffle_is_a_value_that_pickles_copies_and_refuses_changes():
+    import copy
+    import pickle
+
+    spec = Shuffle("block", block_shards=3)
+    roundtrip = pickle.loads(pickle.dumps(spec))  # noqa: S301 - the bytes it just wrote
+    assert roundtrip == spec == copy.deepcopy(spec) == Shuffle.from_state(spec.state())
+    assert spec.state() == {"algorithm": "block", "block_shards": 3} and spec.block_shards == 3
+    assert hash(spec) == hash(Shuffle("block", block_shards=3)) and spec != Shuffle("block", block_shards=4)
+    with pytest.raises(AttributeError, match="Shuffle is immutable"):
+        spec.block_shards = 5
+    with pytest.raises(AttributeError, match="shuffle 'uniform' has no parameter 'block_shards'"):
+        _ = Shuffle("uniform").block_shards
