@@ -52,6 +52,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from leadio.dataset import open_dataset
+from leadio.decode import choose_backend
 from leadio.files import atomic_write_bytes
 from leadio.format import dataset_config_for_root
 from leadio.shard import shard_set_dir
@@ -296,10 +297,13 @@ def _open_loader(cfg: TrainingConfig, per_rank: int, world: int, rank: int):
         raise FileNotFoundError(f"no shard set at {set_dir}; build it first: python -m leadio.shard --root {root} "
                                 f"--collection {cfg.shard_collection}")
     cuda = torch.cuda.is_available()
+    backend = choose_backend(cfg.backend, "cuda" if cuda else None)
+    # device: where the loader makes batches. Only dali makes them on the GPU (nvJPEG); the cpu backend's
+    # batches are pinned and copied to the GPU by the step (non_blocking).
     return open_dataset(set_dir, collection=cfg.collection, keys=PERCEPTION_KEYS, batch_size=per_rank,
-                        backend=cfg.backend, world_size=world, rank=rank, seed=cfg.seed, num_workers=cfg.num_workers,
+                        backend=backend, world_size=world, rank=rank, seed=cfg.seed, num_workers=cfg.num_workers,
                         perturbation_rate=cfg.perturbation_rate, on_error=cfg.on_error, pin_memory=cuda,
-                        device="cuda" if cuda else None)
+                        device="cuda" if cuda and backend == "dali" else None)
 
 
 def _log_loaded(info: dict, path: Path, what: str) -> None:

@@ -197,6 +197,14 @@ def test_stale_set_and_forced_backend_errors(shard_dir, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
             open_dataset(shard_dir, backend="dali", device="cuda")
+    # device has one meaning, where batches are made: the cpu backend's compact batches are made on the CPU
+    with pytest.raises(ValueError, match=r"device='cuda' makes batches on the GPU, which the cpu backend does not "
+                                         r"do: use backend='dali' \(nvJPEG\), output='lead'"):
+        open_dataset(shard_dir, backend="cpu", device="cuda")
+    with pytest.raises(ValueError, match=r"device must be None, 'cpu', 'cuda' or 'cuda:N', got 'gpu'"):
+        open_dataset(shard_dir, backend="cpu", device="gpu")
+    with pytest.raises(TypeError, match=r"unknown option\(s\) 'batchsize' \(did you mean 'batch_size'\?\)"):
+        open_dataset(shard_dir, batchsize=4)
 
 
 REMOTE_SCRIPT = textwrap.dedent("""
