@@ -407,7 +407,7 @@ def _resolve_config(config: LoaderConfig, ss: ShardSet) -> LoaderConfig:
     order = resolve_shuffle(config.shuffle, block_shards=config.block_shards, remote=ss.base is not None,
                             max_shard_bytes=max((int(e["bytes"]) for e in ss.manifest["shards"]), default=1),
                             cache_bytes=ss.cache.max_bytes if ss.cache is not None else 64 * 1024**3)
-    backend = choose_backend(config.backend, config.device)
+    backend = choose_backend(config.backend)
     if config.output == "compact" and backend == "cpu" and (config.device or "cpu").startswith("cuda"):
         raise ValueError(f"device={config.device!r} makes batches on the GPU, which the cpu backend does not do: "
                          f"use backend='dali' (nvJPEG), output='lead' (LEAD batches built on the GPU), or move the "

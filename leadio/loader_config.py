@@ -14,12 +14,12 @@ import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 
+from leadio.decode import BACKENDS
 from leadio.plan.shuffle import SHUFFLES, Shuffle
 from leadio.schema import DEFAULT_KEYS, FIELD_MEMBER, KEYS
 
 __all__ = ["LoaderConfig", "unknown_option_message"]
 
-BACKENDS = ("auto", "cpu", "dali")  # `leadio.decode.BACKENDS` and "auto"; test_loader_config checks they agree
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,8 +75,9 @@ class LoaderConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be 'auto', 'cpu' or 'dali', got {self.backend!r}")
+        if self.backend != "auto" and self.backend not in BACKENDS:
+            names = " or ".join(repr(name) for name in sorted(BACKENDS))
+            raise ValueError(f"backend must be 'auto', {names}, got {self.backend!r}")
         if self.world_size is not None and self.rank is not None and not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank must be in [0, {self.world_size}), got {self.rank}")
         if self.num_workers is not None and int(self.num_workers) < 0:

@@ -297,7 +297,7 @@ def _open_loader(cfg: TrainingConfig, per_rank: int, world: int, rank: int):
         raise FileNotFoundError(f"no shard set at {set_dir}; build it first: python -m leadio.shard --root {root} "
                                 f"--collection {cfg.shard_collection}")
     cuda = torch.cuda.is_available()
-    backend = choose_backend(cfg.backend, "cuda" if cuda else None)
+    backend = choose_backend(cfg.backend)
     # device: where the loader makes batches. Only dali makes them on the GPU (nvJPEG); the cpu backend's
     # batches are pinned and copied to the GPU by the step (non_blocking).
     return open_dataset(set_dir, collection=cfg.collection, keys=PERCEPTION_KEYS, batch_size=per_rank,

@@ -20,7 +20,7 @@ __all__ = ["BACKENDS", "choose_backend"]
 BACKENDS = {"dali": DaliBackend, "cpu": CpuBackend}
 
 
-def choose_backend(name: str, device: str | None) -> str:
+def choose_backend(name: str) -> str:
     """The backend a loader runs: ``"auto"`` is ``dali`` where a GPU and DALI are there, else ``cpu``.
 
     Raises:
