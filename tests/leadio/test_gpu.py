@@ -91,3 +91,22 @@ def test_pinned_batches_copy_to_the_gpu_unchanged(shard_dir):
                                        msg=lambda m, key=key: f"{key}: {m}")
         batches += 1
     assert batches > 0
+
+
+def test_lead_batches_built_on_the_gpu_equal_the_ones_built_on_the_cpu(shard_dir):
+    # device="cuda": the compact batch (pinned ring) is copied and LEAD's keys are built there. Floats within a
+    # few ulp (the depth upsample is OpenCV's on the CPU, F.interpolate on the GPU: the same sampling, within 2
+    # float32 ulp; CUDA's exp/atan2 may round differently), integers and booleans exact
+    kw = {"backend": "cpu", "batch_size": 4, "num_workers": 2, "seed": 2, "perturbation_rate": 0.5,
+          "output": "lead", "pin_memory": True}
+    cpu = [{k: v.clone() for k, v in b.items()} for b in open_dataset(shard_dir, **kw)]
+    gpu = [{k: v.cpu() for k, v in b.items()} for b in open_dataset(shard_dir, device="cuda", **kw)]
+    assert len(cpu) == len(gpu) > 0
+    timing = {"loading_time", "loading_meta_time", "loading_sensor_time"}
+    for a, b in zip(cpu, gpu, strict=True):
+        assert set(a) == set(b)
+        for key in set(a) - timing:
+            assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, key
+            exact = not a[key].is_floating_point()
+            torch.testing.assert_close(b[key], a[key], rtol=0 if exact else 1e-6, atol=0 if exact else 1e-5,
+                                       equal_nan=True, msg=lambda m, key=key: f"{key}: {m}")
