@@ -164,7 +164,8 @@ def main_lead(args) -> int:
     with tempfile.TemporaryDirectory(prefix="leadio-baseline-") as tmp:
         old = export_tree(ref, Path(tmp)) if ref else None
         for step_ms in steps_ms:
-            kw = {"steps": args.steps, "batch_size": args.batch_size, "workers": args.workers, "step_ms": step_ms}
+            kw = {"steps": args.steps, "batch_size": args.batch_size, "workers": args.workers, "step_ms": step_ms,
+                  "warmup": args.warmup}
             for _ in range(args.repeat):  # old and new alternate, so load on the machine hits both alike
                 rows.append(run_lead(args.root, tree=REPO, engine="decode threads convert (this tree)", **kw))
                 if old is not None:
@@ -199,6 +200,7 @@ def main(argv=None) -> int:
     parser.add_argument("--step-ms", default="0,10,20,40",
                         help="--output lead: the step, per run: ms of GIL-free waiting, or 'tfv6'")
     parser.add_argument("--repeat", type=int, default=1, help="--output lead: runs per tree and step")
+    parser.add_argument("--warmup", type=int, default=5, help="--output lead: untimed steps first")
     parser.add_argument("--consume-lead", default=None, help=argparse.SUPPRESS)  # the child of run_lead
     args = parser.parse_args(argv)
     if args.consume_lead is not None:

@@ -174,7 +174,7 @@ class LeadLoader:
         decoder = BACKENDS[config.backend](config.batch_size, config.device or "cpu", self.num_workers)
         self._reader = BatchReader(shard_set, self.members, decoder, config.on_error)
         self.ring = BatchRing(decoder.host_members(self.members), config.batch_size,
-                              pin=config.pin_memory and torch.cuda.is_available())
+                              pin=config.pins_memory and torch.cuda.is_available())
         self._threads = DecodeThreads(self.num_workers, prefetch=2 * self.num_workers)
         self._close = weakref.finalize(self, self._threads.close)  # the loader's end stops its threads
         self._iterating: str | None = None  # the thread that runs the open iteration, if one is open

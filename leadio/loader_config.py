@@ -39,7 +39,9 @@ class LoaderConfig:
         shuffle: ``"auto"``, a name in `leadio.plan.SHUFFLES`, or a `Shuffle` (what a loader gets).
         block_shards: shards per block of the ``block`` shuffle (>= 1); None = as many as fit twice in the cache.
         on_error: ``"raise"`` or ``"skip"`` (unreadable samples replaced and counted).
-        pin_memory: decode into pinned batch buffers (with a GPU).
+        pin_memory: decode into pinned batch buffers (with a GPU), for ``non_blocking`` copies to it; None (the
+            default): pinned when ``device`` is a GPU (there the batch is copied from them: ``output="lead"``
+            builds LEAD's batch on the device, the dali backend's non-JPEG members stay on the host).
         persistent_workers: keep the decode threads between epochs.
         device: where batches are made: None or ``"cpu"``, or ``"cuda"`` / ``"cuda:N"``: the dali backend
             decodes JPEGs there (nvJPEG) and ``output="lead"`` builds the LEAD batch there. The cpu backend's
@@ -59,7 +61,7 @@ class LoaderConfig:
     shuffle: str | Shuffle = "auto"
     block_shards: int | None = None
     on_error: str = "raise"
-    pin_memory: bool = False
+    pin_memory: bool | None = None
     persistent_workers: bool = True
     device: str | None = None
     output: str = "compact"
@@ -92,6 +94,14 @@ class LoaderConfig:
             raise ValueError(f"shuffle 'block' needs block_shards >= 1, got {self.block_shards!r}")
         if self.device is not None and not (self.device == "cpu" or str(self.device).split(":")[0] == "cuda"):
             raise ValueError(f"device must be None, 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+
+    @property
+    def pins_memory(self) -> bool:
+        """Whether batch buffers are pinned (when a GPU is there): ``pin_memory``, or by default whether
+        ``device`` is a GPU."""
+        if self.pin_memory is not None:
+            return bool(self.pin_memory)
+        return str(self.device or "cpu").split(":")[0] == "cuda"
 
     @property
     def resolved(self) -> bool:

@@ -47,3 +47,12 @@ def test_a_bad_option_fails_before_any_io(tmp_path, option, message):
     with pytest.raises(ValueError) as open_error:
         open_dataset(missing, **option)
     assert str(open_error.value) == str(config_error.value)
+
+
+@pytest.mark.parametrize(("options", "pinned"), [
+    ({}, False), ({"device": "cpu"}, False), ({"device": "cuda"}, True), ({"device": "cuda:1"}, True),
+    ({"device": "cuda", "pin_memory": False}, False), ({"pin_memory": True}, True),
+])
+def test_batch_buffers_are_pinned_by_default_where_batches_are_copied_to_a_gpu(options, pinned):
+    # output="lead" with device="cuda" copies each host batch to the GPU: a pinned ring makes the copy non_blocking
+    assert LoaderConfig(**options).pins_memory is pinned
