@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_ROOT ?= demo/data/carla_leaderboard2
 
-.PHONY: venv test lint demo clean
+.PHONY: venv test lint demo peers clean
 
 venv: $(STAMP)
 
@@ -38,6 +38,18 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py --root $(DEMO_ROOT)
+
+# The peer loaders of benchmarks.loader_throughput (`--loaders peers`), optional (~1 GB). Not a plain
+# `pip install '.[peers]'`: mosaicml-streaming's releases for numpy >= 2.2 pull older xxhash/transformers and a
+# torchvision that does not load beside a +cpu torch. This adds them without changing any installed package
+# (benchmarks/results/peers.md); FFCV does not build without the system's opencv4 and libturbojpeg.
+HAVE = $$($(PY) -c "import importlib.metadata as m; print(' '.join(f'{p}=={m.version(p)}' for p in ('numpy', 'xxhash', 'huggingface_hub')))")
+peers: $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt $(HAVE) litdata==0.2.76 megatron-energon==7.4.1
+	$(PY) -m pip uninstall --quiet --yes torchvision
+	$(PY) -m pip install --quiet -c constraints.txt $(HAVE) brotli python-snappy zstd 'transformers>=5'
+	$(PY) -m pip install --quiet --no-deps mosaicml-streaming==0.10.0
+	$(PY) -c "import litdata, megatron.energon; from benchmarks.loader_throughput.peers import import_streaming; import_streaming(); print('peers installed')"
 
 clean:
 	rm -rf demo .pytest_cache

@@ -23,6 +23,9 @@ leadio lead        (opt-in) ``open_dataset(output="lead")``, cpu backend: the   
                    decode threads also build LEAD's batch (pre-training keys)
 lead ceiling       (opt-in) the decode ceiling plus ``to_lead_batch`` into      (in memory; member bytes)
                    reused buffers, one process (one torch thread) per worker
+peers              (opt-in, ``--loaders peers``) MosaicML Streaming (local and  the peer's files (the same
+                   a loopback S3 remote), LitData, Megatron Energon, DALI's     member bytes), or leadio's
+                   webdataset reader; see `benchmarks.loader_throughput.peers`  tars
 =================  ===========================================================  ===========================
 
 (See `benchmarks.reference_loaders` for the reference rows and where they differ from LEAD.) The DataLoader rows
@@ -47,8 +50,8 @@ the cores x the 1-process ceiling of the same run (the issue-10 target: leadio c
 Outputs in ``--out`` (default ``benchmarks/results/``): ``loader_throughput.json``, ``loader_throughput.md``
 (also printed) and ``loader_throughput.png``.
 
-This package: `bench` (set-up), `rows`, `checks` (fairness), `timing` (harness), `report` (table, targets,
-profile); the run and the command line are here.
+This package: `bench` (set-up), `rows`, `peers` (issue 25's peer rows), `checks` (fairness), `timing`
+(harness), `report` (table, targets, profile); the run and the command line are here.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ from benchmarks.loader_throughput.bench import (
     shard_urls,
 )
 from benchmarks.loader_throughput.checks import check_rows
+from benchmarks.loader_throughput.peers import PEER_ROWS, expand_loaders, runnable_loaders
 from benchmarks.loader_throughput.report import cpu_model, markdown_table, profile_leadio, targets_report
 from benchmarks.loader_throughput.timing import (
     Result,
@@ -118,6 +122,7 @@ def run_benchmark(root: Path, *, workers: Sequence[int], samples: int, passes: i
     bench = Bench(root, ss, sample_refs(ss, choose_rows(ss, n)), batch_size,
                   Path(cache_dir) if cache_dir else root / "bench_reference_cache")
     loaders = [BASELINE] + [x for x in loaders if x != BASELINE] if BASELINE not in loaders else list(loaders)
+    loaders = runnable_loaders(loaders)  # a peer that is not installed: one line saying why, no row
     if "reference cache" in loaders:
         rep = build_reference_cache(root, bench.samples, ss.config, bench.cache_dir, workers=build_workers)
         print(f"reference cache: {rep.built} files built, {rep.reused} reused, {rep.bytes / 1e6:.1f} MB, "
@@ -191,8 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
     parser.add_argument("--loaders", default=",".join(LOADERS),
-                        help=f"subset of: {', '.join(LOADERS + tuple(ORDER_ROWS) + LEAD_ROWS)} (the order and "
-                             f"LEAD rows are opt-in)")
+                        help=f"subset of: {', '.join(LOADERS + tuple(ORDER_ROWS) + LEAD_ROWS + PEER_ROWS)} (the "
+                             f"order, LEAD and peer rows are opt-in; 'peers' names every peer row, see "
+                             f"benchmarks.loader_throughput.peers)")
     parser.add_argument("--cold", action="store_true",
                         help="drop the WHOLE MACHINE's page cache (echo 3 > /proc/sys/vm/drop_caches, root only) "
                              "before each timed pass; it slows every other process on the machine. Default: warm")
@@ -208,10 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.samples, args.batch_size, args.passes, args.workers = 32, 8, 1, [2]
-    loaders = [x.strip() for x in args.loaders.split(",") if x.strip()]
-    unknown = [x for x in loaders if x not in LOADERS and x not in ORDER_ROWS and x not in LEAD_ROWS]
+    loaders = expand_loaders([x.strip() for x in args.loaders.split(",") if x.strip()])
+    known = LOADERS + tuple(ORDER_ROWS) + LEAD_ROWS + PEER_ROWS
+    unknown = [x for x in loaders if x not in known]
     if unknown:
-        parser.error(f"unknown loaders {unknown}; choose from {', '.join(LOADERS + tuple(ORDER_ROWS) + LEAD_ROWS)}")
+        parser.error(f"unknown loaders {unknown}; choose from {', '.join(known)} or peers")
     if args.passes < 1:
         parser.error("--passes must be >= 1")
     command = "python -m benchmarks.loader_throughput " + " ".join(sys.argv[1:] if argv is None else argv)

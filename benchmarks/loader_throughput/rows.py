@@ -231,4 +231,8 @@ def make_row(bench: Bench, name: str, workers: int) -> Row:
         return LoaderRow(name, "shard member ranges", _member_bytes(bench), start, epoch)
     if name in ("decode ceiling", "lead ceiling"):
         return _CeilingRow(bench, workers, lead=name == "lead ceiling")
+    from benchmarks.loader_throughput.peers import PEER_ROWS, make_peer_row  # it imports this module
+
+    if name in PEER_ROWS:
+        return make_peer_row(bench, name, workers)
     raise ValueError(f"unknown loader {name!r}; known: {LOADERS + tuple(ORDER_ROWS) + LEAD_ROWS}")
