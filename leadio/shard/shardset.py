@@ -32,7 +32,7 @@ import xxhash
 from leadio.buckets.specs import collection_name
 from leadio.catalog_store import Catalog, CatalogError, load_catalog
 from leadio.format.config import DATASET_CONFIGS, DatasetConfig
-from leadio.format.routes import list_frames, trainable_routes_on_disk
+from leadio.format.routes import RouteInfo, discover_routes, list_frames
 from leadio.read import Deadline, ReadError, read_small, resolve
 from leadio.schema import Member, member_layout, pipeline_hash
 from leadio.session_cache import SessionCache
@@ -371,17 +371,20 @@ def open_shard_set(path: str | Path, *, root: str | Path | None = None, check_ro
     if root is not None and check_routes:
         problems = []
         recorded = manifest["collection"]["routes"]  # trainable routes -> frame count at build time
+        skipped = manifest.get("skipped_routes") or {}
+        # one listing of every route's bboxes/ (and results.json) serves both checks below
+        found = {r.rel_path: r for r in discover_routes(root, on_error="skip" if skipped else "raise")}
         for route in manifest["routes"]:
-            if not (root / route).is_dir():
+            info = found.get(route)
+            if info is None:
                 problems.append(f"route {route} was removed")
-            elif route in recorded and (n := len(list_frames(root / route, "bboxes"))) != recorded[route]:
+            elif route in recorded and (n := _frames_now(root, info)) != recorded[route]:
                 problems.append(f"route {route} changed on disk ({n} frames, built with {recorded[route]})")
         if check_routes == "full" and not problems:
             catalog = _load_set_catalog(path, _rebuild_hint(manifest, root))
             problems += [f"route {r} changed on disk (file contents)" for r in _frames_changed(root, manifest, catalog)]
-        skipped = manifest.get("skipped_routes") or {}
-        on_disk = trainable_routes_on_disk(root, on_error="skip" if skipped else "raise")
-        added = sorted(set(on_disk) - set(recorded) - set(skipped))
+        on_disk = {rel for rel, info in found.items() if info.trainable}
+        added = sorted(on_disk - set(recorded) - set(skipped))
         if added:
             problems.append(f"{len(added)} route(s) added ({', '.join(added[:3])})")
         if problems:
@@ -397,6 +400,13 @@ def open_shard_set(path: str | Path, *, root: str | Path | None = None, check_ro
                     identity=manifest_identity(raw))
 
 
+def _frames_now(root: Path, info: RouteInfo) -> int:
+    """A route's frame count as listed by `discover_routes`; where that listing failed (skipped as unreadable),
+    listed again so that the error is raised naming the route."""
+    return len(list_frames(root / info.rel_path, "bboxes")) if info.filter_reason and \
+        info.filter_reason.startswith("unreadable") else info.num_frames
+
+
 def _check_consistency_light(path: Path, manifest: dict, catalog: Catalog, fix: str) -> None:
     try:
         _check_consistency(path, manifest, catalog, fix)
@@ -405,8 +415,13 @@ def _check_consistency_light(path: Path, manifest: dict, catalog: Catalog, fix: 
             raise
 
 
+#: the set catalog's columns every loader reads, read (and checked) when the set is opened; the others (~40 of
+#: ~48, most of a row's bytes: town, weather, scenario strings ...) are read on first use
+READ_COLUMNS = ("shard", "route", "frame", "sample_key", "member_offset", "member_size", "member_xxh3_64")
+
+
 def _load_set_catalog(path: Path, fix: str) -> Catalog:
     try:
-        return load_catalog(path / "catalog.zarr", fix=f"{fix} (it rewrites the set's catalog)")
+        return load_catalog(path / "catalog.zarr", fix=f"{fix} (it rewrites the set's catalog)", eager=READ_COLUMNS)
     except CatalogError as e:
         raise ShardSetError(str(e)) from e

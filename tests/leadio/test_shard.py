@@ -231,6 +231,58 @@ def test_changed_pipeline_parameter_makes_the_set_stale(built, monkeypatch):
         open_shard_set(built)
 
 
+def test_the_quick_route_check_lists_each_routes_frames_once(built, monkeypatch):
+    import leadio.format.routes as routes_mod
+
+    listed: list[str] = []
+    real = routes_mod.os.listdir
+
+    def listdir(path):
+        if Path(path).name == "bboxes":
+            listed.append(str(Path(path).parent))
+        return real(path)
+
+    monkeypatch.setattr(routes_mod.os, "listdir", listdir)
+    ss = open_shard_set(built)
+    root = built.parent.parent
+    rel = [str(Path(p).relative_to(root)) for p in listed]
+    assert len(rel) == len(set(rel))  # each route's frames listed once (it was twice for the set's routes)
+    assert ss.manifest["routes"] and set(ss.manifest["routes"]) <= set(rel)
+    assert set(rel) == {str(p.relative_to(root)) for p in (root / "data").glob("*/*") if p.is_dir()}
+
+
+def test_an_opened_set_reads_only_the_loaders_columns_until_others_are_used(built):
+    import pickle
+
+    from leadio.catalog_store import LazyColumns, load_catalog
+    from leadio.shard.shardset import READ_COLUMNS
+
+    eager = load_catalog(built / "catalog.zarr")
+    cat = open_shard_set(built).catalog
+    assert isinstance(cat.columns, LazyColumns) and sorted(cat.columns) == sorted(eager.columns)
+    assert set(cat.columns._read) == set(READ_COLUMNS)
+    for name in eager.columns:  # every column, on first use, equals the eager load
+        a, b = cat[name], eager[name]
+        assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), name
+    copy = pickle.loads(pickle.dumps(open_shard_set(built).catalog.columns))  # noqa: S301  (our own object)
+    assert set(copy._read) == set(READ_COLUMNS) and np.array_equal(copy["town"], eager["town"])
+    with pytest.raises(KeyError):
+        cat["no_such_column"]
+
+
+def test_a_damaged_column_read_later_names_the_array_and_the_rebuild(built, tmp_path):
+    from leadio.catalog_store import CatalogError
+
+    root = tmp_path / "data" / "carla_leaderboard2"
+    shutil.copytree(built.parent.parent, root)
+    set_dir = root / "shards" / built.name
+    (set_dir / "catalog.zarr" / "town" / "c" / "0").write_bytes(b"\x28\xb5\x2f\xfd garbage")
+    ss = open_shard_set(set_dir)  # a column the loader does not read is not read at open
+    with pytest.raises(CatalogError, match=r"catalog .*catalog\.zarr: array town is damaged .*; rerun "
+                                           r"`python -m leadio\.shard .*\(it rewrites the set's catalog\)"):
+        ss.catalog["town"]
+
+
 def test_changed_routes_make_the_set_stale(built, tmp_path):
     root = tmp_path / "data" / "carla_leaderboard2"
     shutil.copytree(built.parent.parent, root)
