@@ -9,20 +9,6 @@ step reports its seconds and the peak RSS of its process while it ran. `fit` giv
 of each step and projects it to 1 M frames (10,000 routes); `bench` writes ``control_plane.json`` and
 ``control_plane.md`` with the targets of the issue and the first step to exceed its budget.
 
-Names are imported on first use, so that a step's process (``python -m benchmarks.control_plane.steps``)
-imports nothing but what its step needs.
+The package imports nothing itself, so that a step's process (``python -m benchmarks.control_plane.steps``)
+imports only what its step needs.
 """
-
-from leadio.lazy import lazy_exports
-
-_HOME = {
-    "BUDGETS": "benchmarks.control_plane.bench", "ORDER": "benchmarks.control_plane.bench",
-    "Options": "benchmarks.control_plane.bench", "markdown": "benchmarks.control_plane.bench",
-    "measure_size": "benchmarks.control_plane.bench", "run": "benchmarks.control_plane.bench",
-    "summarise": "benchmarks.control_plane.bench",
-    "fabricate_root": "benchmarks.control_plane.fabricate", "route_plan": "benchmarks.control_plane.fabricate",
-    "crossing": "benchmarks.control_plane.fit", "exponent": "benchmarks.control_plane.fit",
-    "last_exponent": "benchmarks.control_plane.fit", "project": "benchmarks.control_plane.fit",
-}
-__all__ = sorted(_HOME)
-__getattr__, __dir__ = lazy_exports(__name__, _HOME)

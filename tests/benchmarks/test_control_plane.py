@@ -12,20 +12,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `benchmarks` is a folder of the repo, not installed
 
-from benchmarks.control_plane import (
-    ORDER,
-    Options,
-    crossing,
-    exponent,
-    fabricate_root,
-    last_exponent,
-    markdown,
-    project,
-    route_plan,
-    run,
-    summarise,
-)
-from benchmarks.control_plane.bench import BUDGETS, LABELS
+from benchmarks.control_plane.bench import BUDGETS, LABELS, ORDER, Options, markdown, run, summarise
+from benchmarks.control_plane.fabricate import fabricate_root, route_plan
+from benchmarks.control_plane.fit import crossing, exponent, last_exponent, project
 from benchmarks.control_plane.reference import full_bucket_build, property_bucket_build
 from benchmarks.control_plane.steps import STEPS
 from leadio.catalog import build_catalog
