@@ -439,3 +439,20 @@ def test_radar_input():
     np.testing.assert_array_equal(out[:, 4], np.repeat(np.arange(4), 75))
     with pytest.raises(ValueError, match="radar4"):
         radar_input({k: v for k, v in radar.items() if k != "radar4"}, CFG)
+
+
+def test_route_dedupe_keeps_the_rows_and_order_of_numpys_unique():
+    from leadio.targets.planning import unique_rows_in_order
+
+    rng = np.random.default_rng(0)
+    for trial in range(3000):
+        n = int(rng.integers(1, 30))
+        if trial % 2:  # few distinct values: many repeats, signed zeros among them
+            pts = rng.integers(-3, 3, size=(n, 2)) * rng.choice([1.0, 0.5, -0.0], size=(n, 2))
+        else:
+            pts = rng.normal(size=(n, 2))
+            pts[rng.integers(0, n, n // 2)] = pts[0]
+        want = pts[np.sort(np.unique(pts, return_index=True, axis=0)[1])]
+        got = unique_rows_in_order(pts)
+        assert got.shape == want.shape and np.array_equal(got, want), pts.tolist()
+        assert np.array_equal(np.signbit(got), np.signbit(want)), pts.tolist()  # the first of 0.0 / -0.0 kept
