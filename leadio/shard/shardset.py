@@ -351,6 +351,29 @@ def open_shard_set(path: str | Path, *, root: str | Path | None = None, check_ro
         return ShardSet(path=local, manifest=manifest, catalog=catalog, config=config, base=str(path).rstrip("/"),
                         cache=cache, verify=verify, identity=identity)
     path = Path(str(path).removeprefix("file://"))
+    raw, manifest = _read_manifest(path)
+    if root is None and (path.parent.parent / "data").is_dir():
+        root = path.parent.parent
+    root = Path(root) if root is not None else None
+    config = _check_pipeline(path, manifest, root)
+    if check_routes not in (True, False, "quick", "full"):
+        raise ValueError(f"check_routes must be 'quick', 'full' or False, got {check_routes!r}")
+    fix = _rebuild_hint(manifest, root).replace("rebuild it with", "rerun")
+    catalog = None
+    if root is not None and check_routes:
+        catalog = _check_routes(path, manifest, root, full=check_routes == "full", fix=fix)
+    if catalog is None:
+        catalog = _load_set_catalog(path, fix)
+    if verify:
+        _check_consistency(path, manifest, catalog, fix)
+    else:
+        _check_consistency_light(path, manifest, catalog, fix)
+    return ShardSet(path=path, manifest=manifest, catalog=catalog, config=config, verify=verify,
+                    identity=manifest_identity(raw))
+
+
+def _read_manifest(path: Path) -> tuple[bytes, dict]:
+    """The set's ``manifest.json``: its bytes (the set's identity) and its content, checked to be a manifest."""
     manifest_path = path / "manifest.json"
     if not manifest_path.exists():
         raise ShardSetError(_no_manifest(path))
@@ -362,42 +385,33 @@ def open_shard_set(path: str | Path, *, root: str | Path | None = None, check_ro
                             f"collection (it rewrites the manifest)") from e
     if manifest.get("format") != "leadio-shard-set":
         raise ShardSetError(f"{manifest_path} is not a leadio shard-set manifest")
-    if root is None and (path.parent.parent / "data").is_dir():
-        root = path.parent.parent
-    root = Path(root) if root is not None else None
-    config = _check_pipeline(path, manifest, root)
-    if check_routes not in (True, False, "quick", "full"):
-        raise ValueError(f"check_routes must be 'quick', 'full' or False, got {check_routes!r}")
-    if root is not None and check_routes:
-        problems = []
-        recorded = manifest["collection"]["routes"]  # trainable routes -> frame count at build time
-        skipped = manifest.get("skipped_routes") or {}
-        # one listing of every route's bboxes/ (and results.json) serves both checks below
-        found = {r.rel_path: r for r in discover_routes(root, on_error="skip" if skipped else "raise")}
-        for route in manifest["routes"]:
-            info = found.get(route)
-            if info is None:
-                problems.append(f"route {route} was removed")
-            elif route in recorded and (n := _frames_now(root, info)) != recorded[route]:
-                problems.append(f"route {route} changed on disk ({n} frames, built with {recorded[route]})")
-        if check_routes == "full" and not problems:
-            catalog = _load_set_catalog(path, _rebuild_hint(manifest, root))
-            problems += [f"route {r} changed on disk (file contents)" for r in _frames_changed(root, manifest, catalog)]
-        on_disk = {rel for rel, info in found.items() if info.trainable}
-        added = sorted(on_disk - set(recorded) - set(skipped))
-        if added:
-            problems.append(f"{len(added)} route(s) added ({', '.join(added[:3])})")
-        if problems:
-            shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-            raise StaleShardSetError(f"shard set {path} is stale: {shown}; {_rebuild_hint(manifest, root)}")
-    fix = _rebuild_hint(manifest, root).replace("rebuild it with", "rerun")
-    catalog = _load_set_catalog(path, fix)
-    if verify:
-        _check_consistency(path, manifest, catalog, fix)
-    else:
-        _check_consistency_light(path, manifest, catalog, fix)
-    return ShardSet(path=path, manifest=manifest, catalog=catalog, config=config, verify=verify,
-                    identity=manifest_identity(raw))
+    return raw, manifest
+
+
+def _check_routes(path: Path, manifest: dict, root: Path, *, full: bool, fix: str) -> Catalog | None:
+    """Refuse the set when routes were removed, added or have another frame count than at build (one listing
+    of every route's frames); with ``full`` also when a file a sample was made from changed. Returns the set's
+    catalog when the full check loaded it."""
+    problems, catalog = [], None
+    recorded = manifest["collection"]["routes"]  # trainable routes -> frame count at build time
+    skipped = manifest.get("skipped_routes") or {}
+    found = {r.rel_path: r for r in discover_routes(root, on_error="skip" if skipped else "raise")}
+    for route in manifest["routes"]:
+        info = found.get(route)
+        if info is None:
+            problems.append(f"route {route} was removed")
+        elif route in recorded and (n := _frames_now(root, info)) != recorded[route]:
+            problems.append(f"route {route} changed on disk ({n} frames, built with {recorded[route]})")
+    if full and not problems:
+        catalog = _load_set_catalog(path, fix)
+        problems += [f"route {r} changed on disk (file contents)" for r in _frames_changed(root, manifest, catalog)]
+    added = sorted({rel for rel, info in found.items() if info.trainable} - set(recorded) - set(skipped))
+    if added:
+        problems.append(f"{len(added)} route(s) added ({', '.join(added[:3])})")
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise StaleShardSetError(f"shard set {path} is stale: {shown}; {_rebuild_hint(manifest, root)}")
+    return catalog
 
 
 def _frames_now(root: Path, info: RouteInfo) -> int:
