@@ -35,3 +35,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def make_built_root(synth_root_template):
+    """``make(root, samples_per_shard=8)``: copies the template root to ``root`` (a new folder) and builds its
+    full_pretrain shard set there (one worker); returns the set's folder."""
+    from leadio.shard.build import build_shard_set
+
+    def make(root: Path, samples_per_shard: int = 8) -> Path:
+        shutil.copytree(synth_root_template, root)
+        return build_shard_set(root, "full_pretrain", workers=1, samples_per_shard=samples_per_shard,
+                               progress=False).set_dir
+
+    return make

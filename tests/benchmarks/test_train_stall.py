@@ -3,7 +3,6 @@ is given, and reports what the table prints (no timing asserted)."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -12,14 +11,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `benchmarks` is a folder of the repo, not installed
 
 from benchmarks.train_stall import REPO, consume_lead, lead_table, run_lead
-from leadio.shard.build import build_shard_set
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory, synth_root_template) -> Path:
+def root(tmp_path_factory, make_built_root) -> Path:
     root = tmp_path_factory.mktemp("stall") / "data" / "carla_leaderboard2"
-    shutil.copytree(synth_root_template, root)
-    build_shard_set(root, "full_pretrain", workers=1, samples_per_shard=8, progress=False)
+    make_built_root(root, 8)
     return root
 
 

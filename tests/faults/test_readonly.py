@@ -23,7 +23,6 @@ from faultlib import REPO, diff, snapshot
 from leadio.buckets.builders import load_or_build
 from leadio.buckets.specs import ReadOnlyRootError
 from leadio.dataset import open_dataset
-from leadio.shard.build import build_shard_set
 from leadio.shard.shardset import open_shard_set
 
 KW = {"batch_size": 4, "backend": "cpu", "num_workers": 0, "keys": ["targets"], "world_size": 1, "rank": 0}
@@ -58,11 +57,10 @@ def read_only(path: Path):
 
 
 @pytest.fixture(scope="module")
-def template(synth_root_template, tmp_path_factory) -> Path:
+def template(make_built_root, tmp_path_factory) -> Path:
     """The session's synthetic root (4 routes x 20 frames) with its full_pretrain set and posttrain bucket file."""
     root = tmp_path_factory.mktemp("ro") / "data" / "carla_leaderboard2"
-    shutil.copytree(synth_root_template, root)
-    build_shard_set(root, "full_pretrain", workers=1, samples_per_shard=8, progress=False)
+    make_built_root(root, 8)
     load_or_build(root, "full_posttrain")
     return root
 

@@ -31,14 +31,12 @@ ENV = {"OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, synth_root_template) -> Path:
+def finished(tmp_path_factory, make_built_root) -> Path:
     """A working folder with the root, its shard set and a finished 2-epoch pre-training run in outputs/."""
-    from leadio.shard.build import build_shard_set
 
     cwd = tmp_path_factory.mktemp("trainer")
     root = cwd / "data" / "carla_leaderboard2"
-    shutil.copytree(synth_root_template, root)
-    build_shard_set(root, "full_pretrain", workers=1, samples_per_shard=8, progress=False)
+    make_built_root(root, 8)
     _ok(_py(cwd, "pretrain.py", *TINY, "epochs=2"))
     return cwd
 

@@ -28,7 +28,6 @@ import torch
 from leadio.cli import main as leadio_main
 from leadio.format.config import UnknownDatasetError
 from leadio.format.pickles import ALLOWED_GLOBALS, load_lzma_pickle
-from leadio.shard.build import build_shard_set
 from leadio.shard.shardset import ShardSetError, open_shard_set
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,11 +36,10 @@ TINY = ["epochs=1", "model_size=tiny", "batch_size=4", "num_workers=0", "max_ste
 
 
 @pytest.fixture(scope="module")
-def built_root(tmp_path_factory, synth_root_template) -> Path:
+def built_root(tmp_path_factory, make_built_root) -> Path:
     """A root named as LEAD names it, with its full_pretrain shard set."""
     root = tmp_path_factory.mktemp("cli") / "data" / "carla_leaderboard2"
-    shutil.copytree(synth_root_template, root)
-    build_shard_set(root, "full_pretrain", workers=1, samples_per_shard=16, progress=False)
+    make_built_root(root, 16)
     return root
 
 

@@ -16,15 +16,13 @@ import torch
 
 from leadio.buckets.builders import load_or_build
 from leadio.dataset import SampleDataset, open_dataset
-from leadio.shard.build import build_shard_set
 from leadio.shard.shardset import ShardSetError, StaleShardSetError, open_shard_set
 
 
 @pytest.fixture(scope="module")
-def shard_dir(tmp_path_factory, synth_root_template) -> Path:
+def shard_dir(tmp_path_factory, make_built_root) -> Path:
     root = tmp_path_factory.mktemp("ds") / "data" / "carla_leaderboard2"
-    shutil.copytree(synth_root_template, root)
-    return build_shard_set(root, "full_pretrain", workers=1, samples_per_shard=5, progress=False).set_dir
+    return make_built_root(root, 5)
 
 
 def _rows(loader) -> list[int]:

@@ -4,7 +4,6 @@ copied to the GPU. `benchmarks.gpu_check` is the same comparison at scale, with 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ import torch
 
 from leadio.dataset import open_dataset
 from leadio.decode.dali import dali_available
-from leadio.shard.build import build_shard_set
 
 #: nvJPEG may round the IDCT / colour conversion differently from libjpeg-turbo (simplejpeg, the cpu backend):
 #: rgb may differ by 1 per value, as `benchmarks.gpu_check` and `benchmarks.loader_throughput` allow. (On the
@@ -41,10 +39,9 @@ needs_dali = pytest.mark.skipif(_no_dali() is not None, reason=_no_dali() or "")
 
 
 @pytest.fixture(scope="module")
-def shard_dir(tmp_path_factory, synth_root_template) -> Path:
+def shard_dir(tmp_path_factory, make_built_root) -> Path:
     root = tmp_path_factory.mktemp("gpu") / "data" / "carla_leaderboard2"
-    shutil.copytree(synth_root_template, root)
-    return build_shard_set(root, "full_pretrain", workers=1, samples_per_shard=5, progress=False).set_dir
+    return make_built_root(root, 5)
 
 
 @needs_dali

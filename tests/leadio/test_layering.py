@@ -8,8 +8,6 @@ import subprocess
 import sys
 import textwrap
 
-from leadio.shard.build import build_shard_set
-
 BUILD_SIDE = ["cv2", "laspy", "lazrs", "leadio.preprocess", "leadio.catalog", "leadio.shard.build",
               "leadio.shard.jobs", "leadio.buckets.builders", "leadio.targets", "leadio.format.frame"]
 
@@ -27,12 +25,9 @@ def test_importing_the_loader_loads_nothing_of_the_building_side():
     assert _modules_loaded("import leadio.dataset, leadio.lead, leadio.decode") == []
 
 
-def test_opening_and_reading_a_built_set_loads_nothing_of_the_building_side(tmp_path, synth_root_template):
-    import shutil
-
+def test_opening_and_reading_a_built_set_loads_nothing_of_the_building_side(tmp_path, make_built_root):
     root = tmp_path / "data" / "carla_leaderboard2"
-    shutil.copytree(synth_root_template, root)
-    set_dir = build_shard_set(root, "full_pretrain", workers=1, samples_per_shard=8, progress=False).set_dir
+    set_dir = make_built_root(root, 8)
     loaded = _modules_loaded(f"""
         import leadio
         loader = leadio.open_dataset({str(set_dir)!r}, batch_size=2, backend="cpu", num_workers=0)

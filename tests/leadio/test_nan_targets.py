@@ -3,8 +3,6 @@ document them. Expectations come from the raw metas (future lengths, route point
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 import torch
@@ -14,18 +12,15 @@ from leadio.format.frame import read_meta
 from leadio.format.routes import discover_routes
 from leadio.preprocess import targets_record
 from leadio.schema import EXTRA_TARGETS, TARGET_FIELDS, TARGET_RECORD_BYTES
-from leadio.shard.build import build_shard_set
 
 NEEDED_FUTURE = 41  # ticks 0..40: the last waypoint is 40 ticks (2 s) ahead
 NAN_WITHOUT_TARGETS = {"waypoints", "waypoint_yaws"}  # route too, but only when it cannot be resampled
 
 
 @pytest.fixture(scope="module")
-def pretrain_set(tmp_path_factory, synth_root_template):
+def pretrain_set(tmp_path_factory, make_built_root):
     root = tmp_path_factory.mktemp("nan") / "data" / "carla_leaderboard2"
-    shutil.copytree(synth_root_template, root)
-    report = build_shard_set(root, "full_pretrain", workers=1, samples_per_shard=16, progress=False)
-    return root, report.set_dir
+    return root, make_built_root(root, 16)
 
 
 def _expected(root) -> tuple[dict[tuple[str, int], bool], dict[str, int]]:

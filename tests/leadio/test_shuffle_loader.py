@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +9,12 @@ import pytest
 
 from leadio.dataset import open_dataset
 from leadio.plan import Shuffle, global_sequence
-from leadio.shard.build import build_shard_set
 
 
 @pytest.fixture(scope="module")
-def shard_dir(tmp_path_factory, synth_root_template) -> Path:
+def shard_dir(tmp_path_factory, make_built_root) -> Path:
     root = tmp_path_factory.mktemp("shuffle") / "data" / "carla_leaderboard2"
-    shutil.copytree(synth_root_template, root)
-    return build_shard_set(root, "full_pretrain", workers=1, samples_per_shard=5, progress=False).set_dir
+    return make_built_root(root, 5)
 
 
 def _open(shard_dir, **kw):

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-from leadio.shard.build import build_shard_set
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -29,12 +26,11 @@ def test_timm_imports_or_neither_timm_nor_torchvision_is_installed():
 
 
 @pytest.mark.slow  # ~20 s: accelerate's start-up, one epoch of 3 steps
-def test_accelerate_launch_pretrain_as_a_user_types_it(synth_root_template, tmp_path):
+def test_accelerate_launch_pretrain_as_a_user_types_it(make_built_root, tmp_path):
     accelerate = BIN / "accelerate"
     assert accelerate.is_file(), f"no accelerate script beside {sys.executable}: install '.[train]'"
     root = tmp_path / "data" / "carla_leaderboard2"
-    shutil.copytree(synth_root_template, root)
-    build_shard_set(root, "full_pretrain", workers=1, samples_per_shard=8, progress=False)
+    make_built_root(root, 8)
     # the README's command (its demo root has 540 frames; this one's 72 take batches of 8), from the data's folder
     cmd = [str(accelerate), "launch", "--num_processes", "1", "--cpu", str(REPO / "leadtrain" / "pretrain.py"),
            "root=data/carla_leaderboard2", "model_size=tiny", "epochs=1", "max_steps_per_epoch=3", "batch_size=8"]

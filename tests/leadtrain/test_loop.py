@@ -10,7 +10,6 @@ import itertools
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +22,6 @@ from accelerate.utils import extract_model_from_parallel
 from leadtrain_batches import SMALL, leadio_batch
 
 from leadio.lead import to_lead_batch
-from leadio.shard.build import build_shard_set
 from leadtrain.config import TrainingConfig
 from leadtrain.loop import compiled, planning_metrics, run, to_channels_last
 from leadtrain.models import MODELS
@@ -37,10 +35,9 @@ FAST = ["model_size=tiny", "batch_size=4", "num_workers=0", "max_steps_per_epoch
 
 
 @pytest.fixture(scope="module")
-def train_root(tmp_path_factory, synth_root_template) -> Path:
+def train_root(tmp_path_factory, make_built_root) -> Path:
     root = tmp_path_factory.mktemp("train") / "data" / "carla_leaderboard2"
-    shutil.copytree(synth_root_template, root)
-    build_shard_set(root, "full_pretrain", workers=1, samples_per_shard=8, progress=False)
+    make_built_root(root, 8)
     return root
 
 
